@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up everything the test suite and the demo need on a fresh Debian 12 machine (run as root):
+# the Debian packages (nginx, tinyproxy, mmdebstrap, qemu, ...) and a Python 3.10 virtual environment
+# at .venv installed from the hash-pinned lock. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  nginx-light tinyproxy socat            # integration tests: web server, HTTP proxy, guestfwd connector
+  mmdebstrap e2fsprogs uidmap            # isolated root filesystems (sandbox and VM image)
+  qemu-system-x86 qemu-utils             # end-to-end tests in a VM
+  cloud-image-utils                      # cloud-localds (NoCloud seed)
+  dpkg-dev lintian gpgv gnupg            # .deb build and lint, SHA256SUMS signatures
+  util-linux kmod                        # losetup, blockdev
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian nginx package starts a system-wide server on port 80; the tests start their own.
+if command -v systemctl >/dev/null && systemctl is-active -q nginx 2>/dev/null; then systemctl stop nginx || true; fi
+
+PY="$(scripts/find-python310.sh)"
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
+  echo "bootstrap: creating .venv with $PY"
+  rm -rf .venv
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.lock-sha256
+want="$(sha256sum requirements/dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "bootstrap: installing Python dependencies from requirements/dev.lock"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.lock \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  # The project itself: on sys.path through a .pth file, plus the console script (no build backend needed).
+  site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  echo "$PWD" >"$site/harmonic-installer-dev.pth"
+  printf '#!%s\nimport sys\nfrom harmonic_installer.cli import main\nsys.exit(main())\n' "$PWD/.venv/bin/python" >.venv/bin/harmonic-install
+  chmod +x .venv/bin/harmonic-install
+  echo "$want" >"$stamp"
+fi
+echo "bootstrap: ready ($(.venv/bin/python --version))"
