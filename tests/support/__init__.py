@@ -1,0 +1,1 @@
+"""Real parts for tests: nginx, stand-in vendor artifacts, loop devices."""
