@@ -86,4 +86,3 @@ def bypasses(host: str, no_proxy: tuple[str, ...]) -> bool:
         if host == name or host.endswith("." + name):
             return True
     return False
-

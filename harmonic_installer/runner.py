@@ -103,9 +103,7 @@ class SubprocessRunner:
             )
         except OSError as exc:
             log.error("command.not_started", argv=list(args), error=str(exc))
-            raise CommandError(
-                f"cannot run {args[0]}: {exc.strerror or exc}", argv=args, returncode=None
-            ) from exc
+            raise CommandError(f"cannot run {args[0]}: {exc.strerror or exc}", argv=args, returncode=None) from exc
 
         collector = _OutputCollector(proc.stdout, args[0], log_output)  # type: ignore[arg-type]
         collector.start()
@@ -116,9 +114,7 @@ class SubprocessRunner:
         except BaseException:
             _stop(proc)
             collector.join(timeout=5)
-            log.warning(
-                "command.stopped", argv=list(args), duration_s=round(time.monotonic() - started, 3)
-            )
+            log.warning("command.stopped", argv=list(args), duration_s=round(time.monotonic() - started, 3))
             raise
         collector.join(timeout=30)
         duration = round(time.monotonic() - started, 3)
