@@ -63,10 +63,10 @@ def test_without_i_prints_the_plan(capsys: pytest.CaptureFixture[str], tmp_path:
     """Plain `harmonic-install -p` prints the plan with resolved settings and changes nothing."""
     runner = FakeRunner()
     factory = lambda s: plan.Deps(runner=runner, disks=FakeDisks([disk()]), environ={}, geteuid=lambda: 0)  # noqa: E731
-    assert cli.main(["-pv", "--server-url", "http://127.0.0.1:9"], deps_factory=factory) == 0
+    assert cli.main(["-pv", "--server-url", "http://127.0.0.2:9"], deps_factory=factory) == 0
     out = capsys.readouterr().out
     assert "Plan (nothing changed" in out
-    assert "http://127.0.0.1:9/apollo/latest" in out
+    assert "http://127.0.0.2:9/apollo/latest" in out
     assert "via http://proxy4.spoc.charterlab.com:8080" in out
     assert runner.calls == []
 
