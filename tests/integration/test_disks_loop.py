@@ -74,7 +74,9 @@ def test_not_a_block_device_and_missing_device(tmp_path: Path) -> None:
 
 def test_root_disk_is_refused() -> None:
     """The disk holding / is never a target."""
-    root_dev = subprocess.run(["findmnt", "-no", "SOURCE", "/"], check=True, capture_output=True, text=True).stdout.strip()
+    root_dev = subprocess.run(
+        ["findmnt", "-no", "SOURCE", "/"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     if not root_dev.startswith("/dev/"):
         pytest.skip(f"/ is on {root_dev!r}, not a block device")
     info = UdevDiskProbe().lookup(root_dev)
