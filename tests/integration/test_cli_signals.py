@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -27,7 +28,7 @@ ISO = bytes(range(256)) * 4096 * 4  # 4 MiB
 class _Trickle(http.server.BaseHTTPRequestHandler):
     """Serves SHA256SUMS and debs at once, then the ISO at ~64 KiB/s so a signal lands mid-download."""
 
-    files: dict[str, bytes] = {}
+    files: ClassVar[dict[str, bytes]] = {}
 
     def log_message(self, *args: object) -> None:
         pass
@@ -96,7 +97,7 @@ def test_signal_during_download(tmp_path: Path, trickle_server: str, signum: int
             time.sleep(0.05)
         time.sleep(1.0)  # some bytes in flight (buffered: they must still reach the .part on the way out)
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
         assert proc.returncode == code, err[-2000:]
         assert f"interrupted by {signal.Signals(signum).name}" in err
         assert "Traceback" not in err
