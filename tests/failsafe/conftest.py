@@ -1,7 +1,6 @@
 """The `failsafe` fixture and the hooks that publish its ledger (see recorder.py).
 
-When a run executed every test under tests/failsafe (none deselected or skipped, the run not stopped
-early), the ledger is written to docs/reliability.json and the README's reliability section is rendered
+When a run executed every test under tests/failsafe (none deselected or skipped), the ledger is written to docs/reliability.json and the README's reliability section is rendered
 from it. A partial run (`-k`, one file, `-x` stopping early) publishes nothing.
 """
 
@@ -63,12 +62,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             recorder.finish(report.passed)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Publish the ledger after a complete failsafe run."""
-    if not _items or _deselected or session.shouldstop or session.shouldfail:
+def pytest_runtest_logfinish(nodeid: str) -> None:
+    """Publish the ledger as soon as the last failsafe test finished (before later tests read the README)."""
+    if nodeid not in _items or _deselected or any(n not in _done for n in _items):
         return
-    if any(_done.get(nodeid) not in ("passed", "failed") for nodeid in _items):
-        return  # skipped or not run: partial
+    if any(_done[n] not in ("passed", "failed") for n in _items):
+        return  # a skipped test: partial
+    _publish()
+
+
+def _publish() -> None:
     from scripts.reliability_report import write_readme
 
     data = {
