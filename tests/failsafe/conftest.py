@@ -1,7 +1,9 @@
 """The `failsafe` fixture and the hooks that publish its ledger (see recorder.py).
 
-When a run executed every test under tests/failsafe (none deselected or skipped), the ledger is written to docs/reliability.json and the README's reliability section is rendered
-from it. A partial run (`-k`, one file, `-x` stopping early) publishes nothing.
+When a run executed every test under tests/failsafe (every module collected, none deselected or skipped),
+the ledger is written to docs/reliability.json and the README's reliability section is rendered from it,
+as soon as the last failsafe test finished. A partial run (`-k`, one file, `-x` stopping early) publishes
+nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ LEDGER_FILE = REPO / "docs" / "reliability.json"
 
 _ledger: list[Case] = []
 _items: set[str] = set()
+_files: set[Path] = set()
 _done: dict[str, str] = {}
 _deselected: list[str] = []
 _recorders: dict[str, Recorder] = {}
@@ -33,6 +36,7 @@ def _ours(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Remember which failsafe tests this run will execute."""
     _items.update(i.nodeid for i in items if _ours(i))
+    _files.update(Path(str(i.path)).resolve() for i in items if _ours(i))
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -66,6 +70,8 @@ def pytest_runtest_logfinish(nodeid: str) -> None:
     """Publish the ledger as soon as the last failsafe test finished (before later tests read the README)."""
     if nodeid not in _items or _deselected or any(n not in _done for n in _items):
         return
+    if not set(HERE.glob("test_*.py")) <= _files:
+        return  # some failsafe module was not collected: partial
     if any(_done[n] not in ("passed", "failed") for n in _items):
         return  # a skipped test: partial
     _publish()
