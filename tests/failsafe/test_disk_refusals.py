@@ -30,16 +30,24 @@ def _readable(disk: str) -> bool:
     return True
 
 
-def _refused(host: Host, failsafe: Recorder, name: str, injected: str, disk: str, says: tuple[str, ...], *extra: str) -> None:
+def _refused(
+    host: Host, failsafe: Recorder, name: str, injected: str, disk: str, says: tuple[str, ...], *extra: str
+) -> None:
     case = failsafe.case("disk safety", name, injected=injected, expect_exit=3)
     readable = _readable(disk)  # this host's own disk may be closed to us (device cgroup): then skip the digest
-    size = int(subprocess.run(["blockdev", "--getsize64", disk], check=True, capture_output=True, text=True).stdout) if readable else 0
+    size = (
+        int(subprocess.run(["blockdev", "--getsize64", disk], check=True, capture_output=True, text=True).stdout)
+        if readable
+        else 0
+    )
     before = digest(disk, min(size, 64 * MiB)) if readable else ""
     run = host.run(["-i", *host.dirs(), "--server-url", NOWHERE, "--disk", disk, *extra])
     case.exit(run.returncode, run.explain())
     line = one_line(run) or ""
     case.check("one-line message", line.startswith("harmonic-install: "), run.explain())
-    case.check("message names the reason" + (" and the override" if len(says) > 1 else ""), all(s in line for s in says), line)
+    case.check(
+        "message names the reason" + (" and the override" if len(says) > 1 else ""), all(s in line for s in says), line
+    )
     case.check("no traceback", no_traceback(run), run.explain())
     if readable:
         case.check("disk unchanged", digest(disk, min(size, 64 * MiB)) == before)
@@ -54,7 +62,14 @@ def test_mounted_partition(tmp_path: Path, failsafe: Recorder) -> None:
         mnt.mkdir()
         subprocess.run(["mount", loop.partitions[0], str(mnt)], check=True)
         try:
-            _refused(Host(tmp_path), failsafe, "disk with a mounted partition", "partition 1 mounted (ext4)", loop.path, (f"mounted at {mnt}", "unmount it"))
+            _refused(
+                Host(tmp_path),
+                failsafe,
+                "disk with a mounted partition",
+                "partition 1 mounted (ext4)",
+                loop.path,
+                (f"mounted at {mnt}", "unmount it"),
+            )
         finally:
             subprocess.run(["umount", str(mnt)], check=True)
 
@@ -67,7 +82,14 @@ def test_mounted_whole_disk(tmp_path: Path, failsafe: Recorder) -> None:
         mnt.mkdir()
         subprocess.run(["mount", loop.path, str(mnt)], check=True)
         try:
-            _refused(Host(tmp_path), failsafe, "mounted disk", "the whole disk mounted (ext4)", loop.path, (f"mounted at {mnt}", "unmount it"))
+            _refused(
+                Host(tmp_path),
+                failsafe,
+                "mounted disk",
+                "the whole disk mounted (ext4)",
+                loop.path,
+                (f"mounted at {mnt}", "unmount it"),
+            )
         finally:
             subprocess.run(["umount", str(mnt)], check=True)
 
@@ -80,14 +102,18 @@ def test_swap_partition(tmp_path: Path, failsafe: Recorder) -> None:
             failsafe.case("disk safety", "disk with active swap", injected="partition 1 in use as swap", expect_exit=3)
             pytest.skip("swapon is not allowed here")
         try:
-            _refused(Host(tmp_path), failsafe, "disk with active swap", "partition 1 in use as swap", loop.path, ("[SWAP]",))
+            _refused(
+                Host(tmp_path), failsafe, "disk with active swap", "partition 1 in use as swap", loop.path, ("[SWAP]",)
+            )
         finally:
             subprocess.run(["swapoff", loop.partitions[0]], check=True)
 
 
 @contextmanager
 def _dm_linear(name: str, disk: str, sectors: int) -> Iterator[str]:
-    subprocess.run(["dmsetup", "create", name, "--table", f"0 {sectors} linear {disk} 0"], check=True, capture_output=True)
+    subprocess.run(
+        ["dmsetup", "create", name, "--table", f"0 {sectors} linear {disk} 0"], check=True, capture_output=True
+    )
     try:
         yield name
     finally:
@@ -97,26 +123,49 @@ def _dm_linear(name: str, disk: str, sectors: int) -> Iterator[str]:
 def test_held_by_device_mapper(tmp_path: Path, failsafe: Recorder) -> None:
     """A disk held by a device-mapper target (as LVM and dm-crypt hold theirs)."""
     if not os.path.exists("/dev/mapper/control") or "device-mapper" not in Path("/proc/devices").read_text():
-        failsafe.case("disk safety", "disk held by device-mapper (LVM, dm-crypt)", injected="a dm linear target over the disk", expect_exit=3)
+        failsafe.case(
+            "disk safety",
+            "disk held by device-mapper (LVM, dm-crypt)",
+            injected="a dm linear target over the disk",
+            expect_exit=3,
+        )
         pytest.skip("no device-mapper in this kernel (unit tests cover holders with fakes)")
     with loop_device(tmp_path / "d", size=16 * MiB) as loop:
         with _dm_linear(f"failsafe-{tmp_path.name[-20:]}", loop.path, 16 * MiB // 512):
-            _refused(Host(tmp_path), failsafe, "disk held by device-mapper (LVM, dm-crypt)", "a dm linear target over the disk", loop.path, ("held by dm-", "deactivate them first"))
+            _refused(
+                Host(tmp_path),
+                failsafe,
+                "disk held by device-mapper (LVM, dm-crypt)",
+                "a dm linear target over the disk",
+                loop.path,
+                ("held by dm-", "deactivate them first"),
+            )
 
 
 def test_read_only(tmp_path: Path, failsafe: Recorder) -> None:
     """A read-only disk."""
     with loop_device(tmp_path / "d", size=16 * MiB, read_only=True) as loop:
-        _refused(Host(tmp_path), failsafe, "read-only disk", "loop device attached --read-only", loop.path, ("read-only",))
+        _refused(
+            Host(tmp_path), failsafe, "read-only disk", "loop device attached --read-only", loop.path, ("read-only",)
+        )
 
 
 def test_root_disk(tmp_path: Path, failsafe: Recorder) -> None:
     """The disk holding the running system's root filesystem."""
     root = subprocess.run(["findmnt", "-no", "SOURCE", "/"], check=True, capture_output=True, text=True).stdout.strip()
     if not root.startswith("/dev/"):
-        failsafe.case("disk safety", "disk holding the running root filesystem", injected="`--disk <the host's />`", expect_exit=3)
+        failsafe.case(
+            "disk safety", "disk holding the running root filesystem", injected="`--disk <the host's />`", expect_exit=3
+        )
         pytest.skip(f"/ is on {root!r}, not a block device")
-    _refused(Host(tmp_path), failsafe, "disk holding the running root filesystem", f"`--disk {root}` (this host's /)", root, ("root filesystem",))
+    _refused(
+        Host(tmp_path),
+        failsafe,
+        "disk holding the running root filesystem",
+        f"`--disk {root}` (this host's /)",
+        root,
+        ("root filesystem",),
+    )
 
 
 def test_smaller_than_the_image(tmp_path: Path, failsafe: Recorder) -> None:
