@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (case descriptions read best on one line)
 """Disk refusals with real block devices through the real entry point: exit 3, one line naming the reason
 and the override where there is one, the disk's bytes unchanged. The server URL is a closed port, so even a
 wrongly accepted disk could not get further than the first download."""
