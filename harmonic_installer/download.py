@@ -732,6 +732,7 @@ class Downloader:
         if offset == 0:
             first = next(chunks, b"")
             if _looks_like_html(first) and not t.spec.filename.endswith((".html", ".htm")):
+                _discard(t.part, t.meta)
                 raise DownloadError(
                     f"downloading {t.url_shown}: the server sent an HTML page (status {resp.status_code}) instead "
                     f"of the file{_html_title_from(first)}"
@@ -923,7 +924,7 @@ class _Meter:
         check_at = min(self._next_log, self._win_start + self._win_len, self._deadline)
         if self._callback is not None:
             check_at = min(check_at, self._next_cb)
-        next_mark = (self._last_pct + 10) * self._total // 100 + 1 if self._total else 1 << 62
+        next_mark = -(-(self._last_pct + 10) * self._total // 100) if self._total else 1 << 62
         return check_at, max(next_mark - self._offset, done - self._offset + 1)
 
     def check(self, done: int, now: float) -> tuple[float, int]:
@@ -1084,18 +1085,20 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return None
     if raw.isdigit():
         return float(raw)
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    when = _http_date(raw)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = datetime.now(timezone.utc)
-    date = resp.headers.get("date")
-    if date:  # measure against the server's own clock: a freshly booted node's clock may be wrong
-        with contextlib.suppress(TypeError, ValueError):
-            now = email.utils.parsedate_to_datetime(date)
+    # Measured against the server's own Date: a freshly booted node's clock may be wrong.
+    now = _http_date(resp.headers.get("date", "")) or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
+
+
+def _http_date(raw: str) -> datetime | None:
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _looks_like_html(head: bytes) -> bool:
