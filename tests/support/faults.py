@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +67,7 @@ class ScriptedServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
             def do_HEAD(self) -> None:
@@ -130,7 +130,9 @@ class ScriptedServer:
             return
         self._send(h, reply, head=head, content=f.content, file=f)
 
-    def _send(self, h: BaseHTTPRequestHandler, reply: Reply, *, head: bool, content: bytes, file: _File | None = None) -> None:
+    def _send(
+        self, h: BaseHTTPRequestHandler, reply: Reply, *, head: bool, content: bytes, file: _File | None = None
+    ) -> None:
         status, body, headers = reply.status, reply.body, dict(reply.headers)
         if file is not None and file.etag:
             headers.setdefault("ETag", file.etag)
@@ -166,10 +168,8 @@ class ScriptedServer:
             return
         if reply.cut_after is not None or (reply.content_length is not None and reply.content_length != len(body)):
             h.close_connection = True
-            try:
+            with suppress(OSError):
                 h.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     @staticmethod
     def _ranged(
@@ -269,10 +269,8 @@ class FaultProxy:
             pass
         finally:
             for s in (client, upstream):
-                try:
+                with suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def _respond(self, upstream: socket.socket, client: socket.socket, fault: Fault) -> None:
         for chunk in _body_positions(upstream, fault):

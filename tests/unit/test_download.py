@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,14 @@ from harmonic_installer.download import (
     SOURCE_SUMS,
     SOURCE_SUMS_GPG,
     ArtifactSpec,
-    DownloadPolicy,
     Downloader,
+    DownloadPolicy,
     ProgressBar,
     VerifiedArtifact,
 )
 from harmonic_installer.errors import ChecksumError, DownloadError, ExitCode
+from harmonic_installer.proxy import ProxyConfig
+from harmonic_installer.runner import CommandResult, SubprocessRunner
 from tests.support.faults import Reply, ScriptedServer
 
 CONTENT = bytes(range(256)) * 1200  # 307,200 bytes: several read buffers
@@ -38,21 +39,14 @@ SHA = hashlib.sha256(CONTENT).hexdigest()
 ISO_NAME = "APOLLO_PLATFORM-release-3.22.0.0-1+auto3.iso"
 
 
-class Direct:
-    """Proxy decision: always connect directly."""
-
-    def proxy_for(self, url: str) -> str | None:
-        return None
+def Direct() -> ProxyConfig:
+    """Proxy decision: connect directly."""
+    return ProxyConfig(enabled=False, url=None, no_proxy=())
 
 
-class ViaProxy:
+def ViaProxy(proxy: str) -> ProxyConfig:
     """Proxy decision: always use `proxy`."""
-
-    def __init__(self, proxy: str) -> None:
-        self.proxy = proxy
-
-    def proxy_for(self, url: str) -> str | None:
-        return self.proxy
+    return ProxyConfig(enabled=True, url=proxy, no_proxy=())
 
 
 class FakeClock:
@@ -181,7 +175,7 @@ def test_name_not_listed_fails_before_the_artifact_is_requested(
     """SHA256SUMS that does not list the file is a DownloadError naming the file; nothing is downloaded."""
     srv.add("/p/SHA256SUMS", sums_line("b.deb").encode())
     srv.add("/p/a.deb", CONTENT)
-    with downloader(clock) as dl, pytest.raises(DownloadError, match="does not list 'a.deb'"):
+    with downloader(clock) as dl, pytest.raises(DownloadError, match=r"does not list 'a\.deb'"):
         dl.fetch(spec_for(srv, tmp_path))
     assert srv.hits("/p/a.deb") == []
 
@@ -491,14 +485,12 @@ def test_html_page_with_status_200_is_rejected(srv: ScriptedServer, tmp_path: Pa
     assert clock.sleeps == []
 
 
-def test_html_body_is_sniffed_whatever_the_content_type(
-    srv: ScriptedServer, tmp_path: Path, clock: FakeClock
-) -> None:
+def test_html_body_is_sniffed_whatever_the_content_type(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
     """An HTML body labelled application/octet-stream is still recognised from its first bytes."""
     page = b"\n<!DOCTYPE html><html><title>404 - nothing here</title></html>"
     srv.add("/p/a.deb", CONTENT, script=[Reply(body=page)])
     spec = spec_for(srv, tmp_path, sha256=SHA, sums_url=None)
-    with downloader(clock) as dl, pytest.raises(DownloadError, match="HTML page.*404 - nothing here"):
+    with downloader(clock) as dl, pytest.raises(DownloadError, match=r"HTML page.*404 - nothing here"):
         dl.fetch(spec)
     assert leftovers(spec.dest_dir) == []
 
@@ -566,7 +558,9 @@ def test_stall_below_minimum_rate_is_aborted_and_retried(tmp_path: Path, clock: 
         headers = {"ETag": '"v1"', "Content-Type": "application/octet-stream"}
         if len(calls) == 1:
             headers["Content-Length"] = str(len(data))
-            return httpx.Response(200, headers=headers, stream=stream_response([data[i : i + 100] for i in range(0, 5000, 100)], {}, tick))
+            return httpx.Response(
+                200, headers=headers, stream=stream_response([data[i : i + 100] for i in range(0, 5000, 100)], {}, tick)
+            )
         start = int(request.headers["range"].split("=")[1].rstrip("-"))
         headers.update({"Content-Length": str(len(data) - start), "Content-Range": f"bytes {start}-4999/5000"})
         return httpx.Response(206, headers=headers, stream=stream_response([data[start:]], {}))
@@ -582,9 +576,7 @@ def test_stall_below_minimum_rate_is_aborted_and_retried(tmp_path: Path, clock: 
     assert calls[1].headers["range"] in {f"bytes={n}-" for n in range(900, 1200, 100)}
 
 
-def test_real_trickle_is_caught_by_the_stall_detector_not_the_read_timeout(
-    srv: ScriptedServer, tmp_path: Path
-) -> None:
+def test_real_trickle_is_caught_by_the_stall_detector_not_the_read_timeout(srv: ScriptedServer, tmp_path: Path) -> None:
     """Bytes that keep arriving within the read timeout, but too slowly, are stopped by the stall window."""
     data = b"t" * 4000
     srv.add("/p/a.deb", data, script=[Reply(trickle=(20, 0.02))])  # ~1 KB/s, a write every 20 ms
@@ -629,7 +621,11 @@ def test_latest_content_disposition_name_is_adopted(srv: ScriptedServer, tmp_pat
     """A Content-Disposition filename (RFC 5987 filename* form too) names the saved ISO."""
     srv.add("/apollo/SHA256SUMS", sums_line(ISO_NAME).encode())
     quoted = ISO_NAME.replace("+", "%2B")
-    srv.add("/apollo/latest", CONTENT, script=[Reply(headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quoted}"})])
+    srv.add(
+        "/apollo/latest",
+        CONTENT,
+        script=[Reply(headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quoted}"})],
+    )
     with downloader(clock) as dl:
         art = dl.fetch(iso_spec(srv, tmp_path))
     assert art.path.name == ISO_NAME
@@ -689,7 +685,9 @@ def test_latest_existing_real_file_is_reused_without_body(
 ) -> None:
     """A re-run finds the real-named ISO already verified and reuses it without reading the body."""
     srv.add("/apollo/SHA256SUMS", sums_line(ISO_NAME).encode())
-    srv.add("/apollo/latest", CONTENT, script=[Reply(headers={"Content-Disposition": f'attachment; filename="{ISO_NAME}"'})])
+    srv.add(
+        "/apollo/latest", CONTENT, script=[Reply(headers={"Content-Disposition": f'attachment; filename="{ISO_NAME}"'})]
+    )
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / ISO_NAME).write_bytes(CONTENT)
     with downloader(clock) as dl:
@@ -717,7 +715,9 @@ def test_progress_is_logged_every_10_percent(srv: ScriptedServer, tmp_path: Path
     """Without a callback, download.progress is logged at each 10 % step with bytes, percent, rate and ETA."""
     data = os.urandom(2 * 1024 * 1024)
     srv.add("/p/big.iso", data)
-    spec = ArtifactSpec(url=f"{srv.url}/p/big.iso", dest_dir=tmp_path, filename="big.iso", sha256=hashlib.sha256(data).hexdigest())
+    spec = ArtifactSpec(
+        url=f"{srv.url}/p/big.iso", dest_dir=tmp_path, filename="big.iso", sha256=hashlib.sha256(data).hexdigest()
+    )
     with capture_logs() as logs, downloader(clock) as dl:
         dl.fetch(spec)
     progress = events(logs, "download.progress")
@@ -728,12 +728,23 @@ def test_progress_is_logged_every_10_percent(srv: ScriptedServer, tmp_path: Path
 
 
 def test_progress_callback_gets_the_final_count(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
-    """A progress callback receives (label, done, total) and finally the full size; logs drop to debug."""
+    """A progress callback receives (label, done, total), finally the full size; log lines stay at info."""
     srv.add("/p/a.deb", CONTENT)
     seen: list[tuple[str, int, int | None]] = []
     with capture_logs() as logs, downloader(clock, on_progress=lambda *a: seen.append(a)) as dl:
         dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None, label="ostree-upgrade deb"))
     assert seen[-1] == ("ostree-upgrade deb", len(CONTENT), len(CONTENT))
+    assert all(p["log_level"] == "info" for p in events(logs, "download.progress"))
+
+
+def test_progress_bar_on_a_terminal_quiets_progress_logs(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """With progress_bar=stream the bar is drawn there and download.progress drops to debug."""
+    srv.add("/p/a.deb", CONTENT)
+    out = io.StringIO()
+    with capture_logs() as logs, downloader(clock, progress_bar=out) as dl:
+        dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None, label="deb"))
+    assert "deb [" in out.getvalue()
+    assert "100.0%" in out.getvalue()
     assert all(p["log_level"] == "debug" for p in events(logs, "download.progress"))
 
 
@@ -782,24 +793,15 @@ def test_credentials_never_reach_logs_or_errors(srv: ScriptedServer, tmp_path: P
 # Signatures (real gpg and gpgv).
 
 
-@dataclass(frozen=True)
-class _Result:
-    argv: tuple[str, ...]
-    returncode: int
-    output: str
-    duration_s: float = 0.0
-
-
-class SubprocessRunner:
-    """Minimal stand-in for runner.Runner: runs argv, returns rc and combined output."""
+class RecordingRunner(SubprocessRunner):
+    """The real runner, remembering the argv it ran."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True, **_: Any) -> _Result:
+    def run(self, argv: Sequence[str], **kw: Any) -> CommandResult:
         self.calls.append(list(argv))
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-        return _Result(tuple(argv), proc.returncode, proc.stdout + proc.stderr)
+        return super().run(argv, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -810,7 +812,9 @@ def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Ca
     env = {**os.environ, "GNUPGHOME": str(home)}
 
     def gpg(*args: str, data: bytes | None = None) -> bytes:
-        return subprocess.run(["gpg", "--batch", "--quiet", *args], env=env, input=data, capture_output=True, check=True).stdout
+        return subprocess.run(
+            ["gpg", "--batch", "--quiet", *args], env=env, input=data, capture_output=True, check=True
+        ).stdout
 
     gpg("--passphrase", "", "--quick-gen-key", "Test Signer <signer@example.invalid>", "ed25519", "sign", "never")
     keyring = home / "trusted.gpg"
@@ -828,7 +832,7 @@ def test_signed_sums_verify_with_gpgv(
     srv.add("/p/SHA256SUMS", sums)
     srv.add("/p/SHA256SUMS.gpg", sign(sums))
     srv.add("/p/a.deb", CONTENT)
-    runner = SubprocessRunner()
+    runner = RecordingRunner()
     with downloader(clock, pol=policy(keyring=keyring), runner=runner) as dl:
         art = dl.fetch(spec_for(srv, tmp_path))
     assert art.checksum_source == SOURCE_SUMS_GPG
@@ -844,7 +848,7 @@ def test_bad_signature_is_never_tolerated(
     srv.add("/p/SHA256SUMS.gpg", sign(b"something else\n"))
     srv.add("/p/a.deb", CONTENT)
     pol = policy(keyring=keyring, allow_unverified=True)
-    with downloader(clock, pol=pol, runner=SubprocessRunner()) as dl, pytest.raises(DownloadError) as err:
+    with downloader(clock, pol=pol, runner=RecordingRunner()) as dl, pytest.raises(DownloadError) as err:
         dl.fetch(spec_for(srv, tmp_path))
     assert "does not verify against" in str(err.value)
     assert "gpgv exit" in str(err.value)
@@ -858,7 +862,7 @@ def test_missing_signature_with_a_keyring_fails(
     keyring, _sign = gpg_key
     srv.add("/p/SHA256SUMS", sums_line("a.deb").encode())
     srv.add("/p/a.deb", CONTENT)
-    with downloader(clock, pol=policy(keyring=keyring), runner=SubprocessRunner()) as dl:
+    with downloader(clock, pol=policy(keyring=keyring), runner=RecordingRunner()) as dl:
         with pytest.raises(DownloadError, match=r"SHA256SUMS.gpg does not exist \(404\)"):
             dl.fetch(spec_for(srv, tmp_path))
 
