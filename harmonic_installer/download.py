@@ -333,6 +333,7 @@ class Downloader:
                 return self._verified(t, t.final, digest, t.size, reused=False, rename_from=t.part)
             except ChecksumError as exc:
                 _discard(t.part, t.meta)
+                self._drop_client(spec.url)  # the second copy comes over a fresh connection
                 t.lg.warning(
                     "download.checksum_mismatch",
                     expected=t.expected.sha256,
@@ -629,10 +630,11 @@ class Downloader:
         else:
             if offset:
                 t.lg.info("download.restarted", discarded=offset, reason="the server sent the whole file (200)")
-            offset, total, hasher = 0, _content_length(resp), hashlib.sha256()
-            self._write_meta(t, resp, total)
+            reclaimed, offset, total, hasher = offset, 0, _content_length(resp), hashlib.sha256()
         remaining = None if total is None else total - offset
-        self._check_space(t, remaining, total)
+        self._check_space(t, remaining, total, reclaimed if status == 200 else 0)
+        if status == 200:
+            self._write_meta(t, resp, total)
         t.hasher, t.size = hasher, offset
         self._stream(t, resp, offset, total, deadline)
 
@@ -700,11 +702,12 @@ class Downloader:
             json.dump(data, f)
         os.replace(tmp, t.meta)
 
-    def _check_space(self, t: _Transfer, remaining: int | None, total: int | None) -> None:
+    def _check_space(self, t: _Transfer, remaining: int | None, total: int | None, reclaimed: int) -> None:
+        """Fail early when the rest of the file plus the margin exceeds the free space where it lands."""
         if remaining is None:
             t.lg.info("download.size_unknown", reason="the server announced no length")
             return
-        free = self._disk_free(t.spec.dest_dir)
+        free = self._disk_free(t.spec.dest_dir) + reclaimed  # a restarted .part is truncated first
         margin = self._policy.free_space_margin_bytes
         if remaining + margin > free:
             raise DownloadError(
@@ -824,6 +827,11 @@ class Downloader:
                 f"{self._clock() - started:.0f} s"
             ) from exc
         return result
+
+    def _drop_client(self, url: str) -> None:
+        client = self._clients.pop(self._proxy.proxy_for(url), None)
+        if client is not None:
+            client.close()
 
     def _client(self, url: str) -> httpx.Client:
         proxy = self._proxy.proxy_for(url)
