@@ -369,8 +369,8 @@ class Downloader:
                 basename = unquote(urlsplit(spec.url).path.rsplit("/", 1)[-1])
                 if basename and basename not in candidates:
                     candidates.append(basename)  # 'latest' may be listed under its URL name
-                if spec.adopt_server_name and spec.filename not in candidates:
-                    candidates.append(spec.filename)
+                if spec.adopt_server_name and not t.revealed and spec.filename not in candidates:
+                    candidates.append(spec.filename)  # unnamed 'latest': the configured release's entry
                 for candidate in candidates:
                     if candidate in sums.entries:
                         digest = sums.entries[candidate]
@@ -398,11 +398,11 @@ class Downloader:
         if body is None:
             sums = _Sums(None, SOURCE_SUMS)
         else:
-            entries = _parse_sums(body, shown)
             source = SOURCE_SUMS
             if self._policy.keyring is not None:
                 self._check_signature(sums_url, body)
                 source = SOURCE_SUMS_GPG
+            entries = _parse_sums(body, shown)
             log.info("download.sums_loaded", url=shown, entries=len(entries), source=source)
             sums = _Sums(entries, source)
         self._sums[sums_url] = sums
@@ -515,15 +515,15 @@ class Downloader:
 
     # -- the transfer ----------------------------------------------------------------------------------------
 
-    def _retrying(self, what: str, counter: list[int]) -> tenacity.Retrying:
+    def _retrying(self, lg: Any, counter: list[int]) -> tenacity.Retrying:
+        """The retry policy: what is retried (_Transient), how long to wait, when to stop, and the log line."""
         policy = self._policy
         started = self._clock()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning(
+            lg.warning(
                 "download.retry_scheduled",
-                url=what,
                 attempt=state.attempt_number,
                 attempts=policy.attempts,
                 sleep_s=round(state.upcoming_sleep, 2),
@@ -551,7 +551,7 @@ class Downloader:
         counter = [0]
         deadline = started + self._policy.max_time_s
         try:
-            for attempt in self._retrying(t.url_shown, counter):
+            for attempt in self._retrying(t.lg, counter):
                 with attempt:
                     t.attempts += 1
                     self._attempt(t, deadline)
@@ -820,7 +820,7 @@ class Downloader:
                 raise DownloadError(f"downloading {shown}: {type(exc).__name__}: {exc}") from exc
 
         try:
-            result: bytes | None = self._retrying(shown, counter)(once)
+            result: bytes | None = self._retrying(log.bind(url=shown), counter)(once)
         except _Transient as exc:
             raise DownloadError(
                 f"downloading {shown}: {exc.reason}; gave up after {counter[0]} attempts in "
