@@ -192,6 +192,7 @@ class _Transfer:
     size: int = 0
     transferred: int = 0
     attempts: int = 0
+    part_name: str | None = None  # the server-revealed name recorded in the sidecar of a resumed .part
     checked_existing: set[str] = field(default_factory=set)
     warned_no_validator: bool = False
 
@@ -309,8 +310,17 @@ class Downloader:
             part=spec.dest_dir / f".{spec.filename}.part",
             meta=spec.dest_dir / f".{spec.filename}.part.json",
         )
-        _ensure_dir(spec.dest_dir)
         t.lg.info("download.started", dest_dir=str(spec.dest_dir), proxy=_proxy_shown(self._proxy.proxy_for(spec.url)))
+        try:
+            return self._fetch(t)
+        except OSError as exc:  # the destination, not the network: unwritable, full, not a directory
+            raise DownloadError(
+                f"downloading {shown}: {exc.strerror or exc} ({exc.filename or spec.dest_dir})"
+            ) from exc
+
+    def _fetch(self, t: _Transfer) -> VerifiedArtifact:
+        spec = t.spec
+        _ensure_dir(spec.dest_dir)
         if not spec.adopt_server_name:
             self._bind_name(t, spec.filename, revealed=False)
             found = self._reuse(t)
@@ -577,6 +587,7 @@ class Downloader:
 
     def _resume_point(self, t: _Transfer) -> tuple[int, str | None]:
         """(bytes kept, validator) for an existing .part whose sidecar matches; anything else is discarded."""
+        t.part_name = None
         if not t.part.exists():
             _discard(t.meta)
             return 0, None
@@ -585,7 +596,7 @@ class Downloader:
         reason = None
         if meta is None:
             reason = "no readable sidecar"
-        elif meta.get("url") != t.spec.url:
+        elif meta.get("url_sha256") != _url_digest(t.spec.url):
             reason = "the sidecar is for another URL"
         elif not meta.get("validator"):
             reason = "the server gave no validator (strong ETag or Last-Modified)"
@@ -598,23 +609,22 @@ class Downloader:
             _discard(t.part, t.meta)
             return 0, None
         assert meta is not None
+        name = meta.get("name")
+        t.part_name = name if isinstance(name, str) else None
         return size, str(meta["validator"])
 
     def _receive(self, t: _Transfer, resp: httpx.Response, offset: int, deadline: float) -> None:
         status = resp.status_code
-        if status == 416 and offset:
-            self._range_not_satisfiable(t, resp, offset)
-            return
         if status in RETRY_STATUSES:
             raise _Transient(f"server answered {status} {resp.reason_phrase}", _retry_after(resp))
+        if status == 416 and offset:
+            if t.spec.adopt_server_name:
+                self._adopt_name(t, resp, offset)
+            self._range_not_satisfiable(t, resp, offset)
+            return
         if status not in (200, 206) or (status == 206 and not offset):
             raise DownloadError(f"downloading {t.url_shown}: server answered {status} {resp.reason_phrase}")
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "text/html" and not t.spec.filename.endswith((".html", ".htm")):
-            raise DownloadError(
-                f"downloading {t.url_shown}: the server sent an HTML page (status {status}, {ctype}) instead of "
-                f"the file{_html_title(resp)}"
-            )
+        _check_representation(t, resp)
         if t.spec.adopt_server_name:
             self._adopt_name(t, resp, offset)
         if status == 206:
@@ -685,6 +695,11 @@ class Downloader:
                 reason=problem,
                 fallback=t.spec.filename,
             )
+        if not offered and t.part_name and t.part_name.endswith(suffix) and _is_safe_name(t.part_name):
+            # Resuming: the server named the file when this .part was started (the validator vouches for it).
+            if t.part_name != t.name:
+                t.lg.info("download.server_name", name=t.part_name, source="the partial download's sidecar")
+            return t.part_name, True
         if not offered and t.name is None:
             t.lg.info("download.server_name", name=t.spec.filename, source="configured (the server did not say)")
         return t.spec.filename, False
@@ -695,7 +710,13 @@ class Downloader:
         if not validator and not t.warned_no_validator:
             t.warned_no_validator = True
             t.lg.warning("download.resume_unavailable", reason="no strong ETag or Last-Modified from the server")
-        data = {"url": t.spec.url, "validator": validator, "total": total, "name": t.name}
+        data = {
+            "url": redact_url(t.spec.url),  # for people; matching uses the digest (no credentials on disk)
+            "url_sha256": _url_digest(t.spec.url),
+            "validator": validator,
+            "total": total,
+            "name": t.name if t.revealed else None,
+        }
         tmp = t.meta.with_name(t.meta.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -1073,6 +1094,22 @@ def _disposition_filename(header: str) -> str | None:
     return None
 
 
+def _check_representation(t: _Transfer, resp: httpx.Response) -> None:
+    """Refuse an encoded body (offsets would be wrong) and an HTML page where a file was expected."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise DownloadError(
+            f"downloading {t.url_shown}: the server sent Content-Encoding {encoding} although only identity "
+            "was accepted; byte offsets and checksums would not match the file"
+        )
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "text/html" and not t.spec.filename.endswith((".html", ".htm")):
+        raise DownloadError(
+            f"downloading {t.url_shown}: the server sent an HTML page (status {resp.status_code}, {ctype}) "
+            f"instead of the file{_html_title(resp)}"
+        )
+
+
 def _content_length(resp: httpx.Response) -> int | None:
     raw = resp.headers.get("content-length")
     if raw is None or not raw.strip().isdigit():
@@ -1189,6 +1226,10 @@ def _discard(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _url_digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def _proxy_shown(proxy: str | None) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import ssl
 import stat
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -110,6 +111,10 @@ def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 def spec_for(srv: ScriptedServer, tmp_path: Path, name: str = "a.deb", **kw: Any) -> ArtifactSpec:
     kw.setdefault("sums_url", f"{srv.url}/p/SHA256SUMS")
     return ArtifactSpec(url=f"{srv.url}/p/{name}", dest_dir=tmp_path / "dest", filename=name, **kw)
+
+
+def url_digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def leftovers(dest: Path) -> list[str]:
@@ -397,7 +402,7 @@ def test_resume_across_runs_from_part_and_sidecar(srv: ScriptedServer, tmp_path:
     part, meta = spec.dest_dir / ".a.deb.part", spec.dest_dir / ".a.deb.part.json"
     assert part.stat().st_size == 120_000
     assert stat.S_IMODE(part.stat().st_mode) == stat.S_IMODE(meta.stat().st_mode) == 0o600
-    assert json.loads(meta.read_text())["url"] == spec.url
+    assert json.loads(meta.read_text())["url_sha256"] == url_digest(spec.url)
     with downloader(clock) as dl:
         art = dl.fetch(spec)
     assert art.bytes_transferred == len(CONTENT) - 120_000
@@ -411,11 +416,62 @@ def test_416_with_matching_size_means_complete(srv: ScriptedServer, tmp_path: Pa
     spec.dest_dir.mkdir()
     (spec.dest_dir / ".a.deb.part").write_bytes(CONTENT)
     etag = f'"{SHA[:16]}"'
-    (spec.dest_dir / ".a.deb.part.json").write_text(json.dumps({"url": spec.url, "validator": etag}))
+    (spec.dest_dir / ".a.deb.part.json").write_text(json.dumps({"url_sha256": url_digest(spec.url), "validator": etag}))
     with downloader(clock) as dl:
         art = dl.fetch(spec)
     assert (art.sha256, art.bytes_transferred) == (SHA, 0)
     assert srv.hits("/p/a.deb")[0].headers["range"] == f"bytes={len(CONTENT)}-"
+
+
+def test_sidecar_keeps_no_credentials(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """The resume sidecar identifies the URL by digest and shows it redacted: no password on disk."""
+    srv.add("/p/a.deb", CONTENT, script=[Reply(cut_after=1000)])
+    url = srv.url.replace("http://", "http://bob:s3cret@") + "/p/a.deb"
+    spec = ArtifactSpec(url=url, dest_dir=tmp_path, filename="a.deb", sha256=SHA)
+    with downloader(clock, pol=policy(attempts=1)) as dl, pytest.raises(DownloadError):
+        dl.fetch(spec)
+    text = (tmp_path / ".a.deb.part.json").read_text()
+    assert "s3cret" not in text
+    assert json.loads(text)["url_sha256"] == url_digest(url)
+
+
+def test_latest_resumed_in_a_new_run_keeps_its_real_name(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """A complete .part of 'latest' from a killed run is finished under the name the server gave then (416)."""
+    srv.add("/apollo/SHA256SUMS", sums_line(ISO_NAME).encode())
+    named = {"Content-Disposition": f'attachment; filename="{ISO_NAME}"'}
+    srv.add("/apollo/latest", CONTENT, script=[Reply(headers=named, cut_after=len(CONTENT) - 1)])
+    spec = iso_spec(srv, tmp_path)
+    with downloader(clock, pol=policy(attempts=1)) as dl, pytest.raises(DownloadError):
+        dl.fetch(spec)
+    part = spec.dest_dir / f".{spec.filename}.part"
+    with part.open("ab") as f:  # the last byte reached the disk just before the kill
+        f.write(CONTENT[-1:])
+    with downloader(clock) as dl:
+        art = dl.fetch(spec)
+    assert srv.hits("/apollo/latest")[-1].headers["range"] == f"bytes={len(CONTENT)}-"
+    assert (art.path.name, art.bytes_transferred) == (ISO_NAME, 0)
+
+
+def test_content_encoding_despite_identity_is_rejected(tmp_path: Path, clock: FakeClock) -> None:
+    """A server that gzips anyway is refused: offsets and checksums would refer to the compressed bytes."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Length": "10", "Content-Encoding": "gzip"}
+        return httpx.Response(200, headers=headers, stream=stream_response([b"x" * 10], {}))
+
+    spec = ArtifactSpec(url="http://127.0.0.1/a.deb", dest_dir=tmp_path, filename="a.deb", sha256=SHA)
+    with downloader(clock, transport=httpx.MockTransport(handler)) as dl, pytest.raises(DownloadError) as err:
+        dl.fetch(spec)
+    assert "Content-Encoding gzip" in str(err.value)
+
+
+def test_unwritable_destination_is_a_download_error(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """A destination that is not a directory fails as a DownloadError (exit 4) naming the path."""
+    srv.add("/p/a.deb", CONTENT)
+    (tmp_path / "dest").write_text("a file, not a directory")
+    with downloader(clock) as dl, pytest.raises(DownloadError) as err:
+        dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert str(tmp_path / "dest") in str(err.value)
 
 
 def test_part_without_sidecar_is_not_trusted(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
@@ -436,7 +492,8 @@ def test_corrupt_kept_prefix_is_caught_by_rehash(srv: ScriptedServer, tmp_path: 
     spec = spec_for(srv, tmp_path, sha256=SHA, sums_url=None)
     spec.dest_dir.mkdir()
     (spec.dest_dir / ".a.deb.part").write_bytes(b"X" * 1000)
-    (spec.dest_dir / ".a.deb.part.json").write_text(json.dumps({"url": spec.url, "validator": f'"{SHA[:16]}"'}))
+    sidecar = {"url_sha256": url_digest(spec.url), "validator": f'"{SHA[:16]}"'}
+    (spec.dest_dir / ".a.deb.part.json").write_text(json.dumps(sidecar))
     with capture_logs() as logs, downloader(clock) as dl:
         art = dl.fetch(spec)
     assert art.path.read_bytes() == CONTENT
@@ -801,6 +858,47 @@ def test_credentials_never_reach_logs_or_errors(srv: ScriptedServer, tmp_path: P
     assert "s3cret" not in str(err.value)
     assert "s3cret" not in repr(logs)
     assert "***@" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TLS.
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: (its PEM file, a server context using it)."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "2",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return cert, ctx
+
+
+def test_untrusted_certificate_fails_at_once(tmp_path: Path, clock: FakeClock, tls_cert: tuple[Path, Any]) -> None:
+    """An https server whose certificate the system store does not trust fails without retries (exit 4)."""
+    with ScriptedServer(tls=tls_cert[1]) as srv:
+        srv.add("/p/a.deb", CONTENT)
+        with downloader(clock) as dl, pytest.raises(DownloadError) as err:
+            dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert "TLS verification failed" in str(err.value)
+    assert err.value.exit_code == ExitCode.DOWNLOAD
+    assert clock.sleeps == []
+
+
+def test_ca_file_makes_the_certificate_trusted(tmp_path: Path, clock: FakeClock, tls_cert: tuple[Path, Any]) -> None:
+    """server.ca_file is the trust anchor for https downloads."""
+    with ScriptedServer(tls=tls_cert[1]) as srv:
+        srv.add("/p/a.deb", CONTENT)
+        with downloader(clock, pol=policy(ca_file=tls_cert[0])) as dl:
+            art = dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert art.url.startswith("https://")
+    assert art.path.read_bytes() == CONTENT
 
 
 # ---------------------------------------------------------------------------------------------------------
