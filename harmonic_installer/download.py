@@ -46,6 +46,7 @@ SOURCE_SUMS = "SHA256SUMS"
 SOURCE_SUMS_GPG = "SHA256SUMS (gpg-verified)"
 SOURCE_NONE = "none (--insecure-allow-unverified)"
 _SOURCES = frozenset({SOURCE_PINNED, SOURCE_SUMS, SOURCE_SUMS_GPG, SOURCE_NONE})
+_SEAL = object()  # only _verified() holds it: no VerifiedArtifact without a checksum comparison
 
 # What is worth another attempt: the one place the retry policy is declared (see also _Transient).
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -95,8 +96,11 @@ class VerifiedArtifact:
     reused: bool
     bytes_transferred: int
     release: str | None = None
+    _seal: object = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
+        if self._seal is not _SEAL:
+            raise TypeError("a VerifiedArtifact is made only by Downloader.fetch, after its checksum matched")
         if not _HEX64.fullmatch(self.sha256) or self.checksum_source not in _SOURCES or self.size < 0:
             raise ValueError("not a verified artifact")
 
@@ -500,6 +504,7 @@ class Downloader:
             reused=reused,
             bytes_transferred=t.transferred,
             release=release_match.group(1) if release_match else None,
+            _seal=_SEAL,
         )
         if not reused:
             t.lg.info(
@@ -614,7 +619,7 @@ class Downloader:
         return size, str(meta["validator"])
 
     def _receive(self, t: _Transfer, resp: httpx.Response, offset: int, deadline: float) -> None:
-        status = resp.status_code
+        status, reclaimed = resp.status_code, 0
         if status in RETRY_STATUSES:
             raise _Transient(f"server answered {status} {resp.reason_phrase}", _retry_after(resp))
         if status == 416 and offset:
@@ -642,7 +647,7 @@ class Downloader:
                 t.lg.info("download.restarted", discarded=offset, reason="the server sent the whole file (200)")
             reclaimed, offset, total, hasher = offset, 0, _content_length(resp), hashlib.sha256()
         remaining = None if total is None else total - offset
-        self._check_space(t, remaining, total, reclaimed if status == 200 else 0)
+        self._check_space(t, remaining, total, reclaimed)
         if status == 200:
             self._write_meta(t, resp, total)
         t.hasher, t.size = hasher, offset

@@ -128,16 +128,15 @@ def leftovers(dest: Path) -> list[str]:
 def test_pinned_checksum_gives_verified_file_with_modes(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
     """A pinned SHA-256 download lands as a 0644 file in a new 0755 dir, with no temp files left."""
     srv.add("/p/a.deb", CONTENT)
+    spec = spec_for(srv, tmp_path, sha256=SHA, sums_url=None)
     with capture_logs() as logs, downloader(clock) as dl:
-        art = dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
-    assert art == VerifiedArtifact(
-        path=tmp_path / "dest" / "a.deb",
-        url=f"{srv.url}/p/a.deb",
-        sha256=SHA,
-        size=len(CONTENT),
-        checksum_source=SOURCE_PINNED,
-        reused=False,
-        bytes_transferred=len(CONTENT),
+        art = dl.fetch(spec)
+    assert (art.path, art.url, art.sha256, art.size) == (tmp_path / "dest" / "a.deb", spec.url, SHA, len(CONTENT))
+    assert (art.checksum_source, art.reused, art.bytes_transferred, art.release) == (
+        SOURCE_PINNED,
+        False,
+        len(CONTENT),
+        None,
     )
     assert art.path.read_bytes() == CONTENT
     assert stat.S_IMODE(art.path.stat().st_mode) == 0o644
@@ -841,12 +840,10 @@ def test_policy_from_settings() -> None:
     assert (pol.stall_min_rate, pol.sums_name, pol.keyring) == (settings.stall_min_rate, "SHA256SUMS", None)
 
 
-def test_verified_artifact_refuses_nonsense() -> None:
-    """VerifiedArtifact cannot be built with a malformed digest or an unknown checksum source."""
-    with pytest.raises(ValueError):
-        VerifiedArtifact(Path("/x"), "http://x", "abc", 1, SOURCE_PINNED, False, 1)
-    with pytest.raises(ValueError):
-        VerifiedArtifact(Path("/x"), "http://x", SHA, 1, "trust me", False, 1)
+def test_verified_artifact_cannot_be_made_outside_fetch() -> None:
+    """Only Downloader.fetch makes a VerifiedArtifact: constructing one elsewhere raises, even with good values."""
+    with pytest.raises(TypeError, match=r"only by Downloader\.fetch"):
+        VerifiedArtifact(Path("/x"), "http://x", SHA, 1, SOURCE_PINNED, False, 1)
 
 
 def test_credentials_never_reach_logs_or_errors(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
