@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -302,8 +303,10 @@ class Sandbox:
                 str(VENV_PYTHON), "-m", "tests.support.sandbox_session", str(spec_path)]  # fmt: skip
         driver_err = session / "driver.stderr"
         with driver_err.open("wb") as err_file:
-            proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=None if echo else subprocess.DEVNULL,
-                                    stderr=None if echo else err_file)  # fmt: skip
+            proc = subprocess.Popen(
+                argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=None if echo else subprocess.DEVNULL,
+                stderr=None if echo else err_file,
+            )  # fmt: skip
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -314,12 +317,14 @@ class Sandbox:
                     proc.send_signal(signal.SIGINT)
                 proc.wait()
                 raise
-        return self._collect(session, spec, proc.returncode)
+        return self._collect(session, proc.returncode)
 
     @staticmethod
-    def _collect(session: Path, spec: dict[str, object], driver_rc: int) -> SessionResult:
+    def _collect(session: Path, driver_rc: int) -> SessionResult:
         results_file = session / "results.json"
-        data = json.loads(results_file.read_text()) if results_file.exists() else {"commands": [], "status": driver_rc}
+        data: dict[str, Any] = (
+            json.loads(results_file.read_text()) if results_file.exists() else {"commands": [], "status": driver_rc}
+        )
         commands = tuple(
             CommandResult(
                 argv=tuple(c["argv"]),

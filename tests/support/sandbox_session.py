@@ -77,8 +77,12 @@ def _make_dev(merged: Path, mounts: Mounts, devices: Sequence[str]) -> None:
     for name, (major, minor) in STANDARD_NODES.items():
         os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
         os.chmod(dev / name, 0o666)  # mknod's mode is filtered by the umask
-    for link, to in {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-                     "stderr": "/proc/self/fd/2"}.items():
+    for link, to in {
+        "fd": "/proc/self/fd",
+        "stdin": "/proc/self/fd/0",
+        "stdout": "/proc/self/fd/1",
+        "stderr": "/proc/self/fd/2",
+    }.items():
         os.symlink(to, dev / link)
     mounts.mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", target=dev / "shm")
     for path in devices:  # only the test's own devices: the host's disks stay invisible
@@ -93,8 +97,14 @@ def _make_dev(merged: Path, mounts: Mounts, devices: Sequence[str]) -> None:
 def _prepare_root(spec: dict[str, Any], mounts: Mounts) -> Path:
     merged = Path(spec["merged"])
     lower = ":".join(spec["lower"])
-    mounts.mount("-t", "overlay", "-o", f"lowerdir={lower},upperdir={spec['upper']},workdir={spec['work']}",
-                 "overlay", target=merged)
+    mounts.mount(
+        "-t",
+        "overlay",
+        "-o",
+        f"lowerdir={lower},upperdir={spec['upper']},workdir={spec['work']}",
+        "overlay",
+        target=merged,
+    )
     mounts.mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", target=merged / "proc")
     mounts.mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", target=merged / "sys")
     _make_dev(merged, mounts, spec["devices"])
@@ -116,8 +126,8 @@ def _proxy(spec: dict[str, Any] | None, session: Path) -> Iterator[None]:
         f'LogFile "{spec["log"]}"\nLogLevel Info\nAllow 127.0.0.0/8\n'
         f'FilterDefaultDeny Yes\nFilter "{filter_file}"\nFilterURLs No\nFilterType ere\nDisableViaHeader Yes\n'
     )
-    proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(session / "tinyproxy.stderr", "wb"))  # noqa: SIM115
+    with (session / "tinyproxy.stderr").open("wb") as stderr:
+        proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         _wait_listening(spec["host"], spec["port"], proc, "tinyproxy")
         _say(f"proxy  http://{spec['host']}:{spec['port']} (tinyproxy, forwards only to {', '.join(spec['allow'])})")
@@ -176,9 +186,15 @@ def _run_command(merged: Path, cmd: dict[str, Any], index: int, session: Path, e
     if echo:
         _say("$ " + " ".join(cmd["argv"]))
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if cmd["stdin"] is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    assert proc.stdout is not None and proc.stderr is not None
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if cmd["stdin"] is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     with out_path.open("wb") as out, err_path.open("wb") as err:
         pumps = [
             threading.Thread(target=_pump, args=(proc.stdout, [out, *([sys.stdout.buffer] if echo else [])])),
