@@ -349,6 +349,21 @@ class Sandbox:
         )
 
 
+def installer_command(
+    web: WebServer,
+    proxy: Proxy,
+    disk: str,
+    *extra: str,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+) -> Command:
+    """`harmonic-install -p -i --no-reboot --json` against the session's web server, proxy and loop disk."""
+    argv = ("harmonic-install", "-p", "-i", "--no-reboot", "--json", "--server-url", web.url, "--proxy-url",
+            proxy.url, "--no-proxy", "localhost", "--disk", disk, "--state-dir", "/run/harmonic-installer", *extra)  # fmt: skip
+    return Command(argv, env=dict(env or {}), stdin=stdin, timeout=timeout)
+
+
 def main(argv: Sequence[str]) -> int:
     """`python -m tests.support.sandbox build`: build (or check) the cached layers ahead of time."""
     if list(argv) != ["build"]:
