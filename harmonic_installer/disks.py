@@ -103,7 +103,10 @@ class UdevDiskProbe:
     def _describe(self, device: Any, mounts: _Mounts) -> DiskInfo:
         props = device.properties
         devtype = device.device_type or "disk"
-        disk_device = device if devtype == "disk" else device.find_parent("block", "disk") or device
+        disk_device = device
+        if devtype != "disk":
+            parent = device.find_parent("block", "disk")
+            disk_device = parent if parent is not None else device
         partitions = tuple(
             sorted(
                 p.device_node

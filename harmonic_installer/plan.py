@@ -308,6 +308,9 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
         preflight.check_disk(disk, allow_removable=settings.allow_removable)
         disk_text = f"{disk.describe()} (by {how})"
         disk_path: str | None = disk.path
+    except NotATargetHost:
+        disk_text = f"{settings.disk_device} is not present: this host would not be installed (exit 0)"
+        disk_path = None
     except InstallerError as exc:
         disk_text = f"not usable: {exc}"
         disk_path = None
