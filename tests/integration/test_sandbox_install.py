@@ -58,8 +58,9 @@ def test_proxied_install_writes_the_iso_and_installs_the_packages(tmp_path: Path
     proxy = Proxy()
     sandbox = Sandbox(tmp_path / "sb")
     with loop_device(tmp_path, size=DISK_SIZE) as disk:
-        result = sandbox.run([installer_command(web, proxy, disk.path), QUERY], web=web, proxy=proxy,
-                             devices=disk.nodes())  # fmt: skip
+        result = sandbox.run(
+            [installer_command(web, proxy, disk.path), QUERY], web=web, proxy=proxy, devices=disk.nodes()
+        )
         assert _rc(result) == 0, _explain(result)
         assert first_difference(disk.path, built.iso.path) is None
         assert read_device(disk.path, MiB, offset=built.iso.size) == bytes(MiB)

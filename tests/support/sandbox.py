@@ -117,11 +117,27 @@ def pylib() -> Path:
         lib = tmp / INSTALL_ROOT.lstrip("/") / "lib"
         _log(f"installing the runtime dependencies for Python {SANDBOX_PYTHON} into {target}")
         result = subprocess.run(
-            [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--target", str(lib), "--python-version", SANDBOX_PYTHON, "--only-binary=:all:",
-             "--require-hashes", "--no-deps", "-r", str(lock)],
-            check=False, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                str(VENV_PYTHON),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                str(lib),
+                "--python-version",
+                SANDBOX_PYTHON,
+                "--only-binary=:all:",
+                "--require-hashes",
+                "--no-deps",
+                "-r",
+                str(lock),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"pip could not install {lock} for the sandbox:\n{result.stdout}{result.stderr}")
         (tmp / ".complete").touch()
@@ -286,30 +302,58 @@ class Sandbox:
             "tmpfs": dict(tmpfs) if tmpfs is not None else {"/run": "64m", "/tmp": "256m"},
             "web": None
             if web is None
-            else {"root": str(web.root), "host": web.host, "port": web.port, "extra_server": web.extra_server,
-                  "access_copy": str(session / "nginx-access.log")},
+            else {
+                "root": str(web.root),
+                "host": web.host,
+                "port": web.port,
+                "extra_server": web.extra_server,
+                "access_copy": str(session / "nginx-access.log"),
+            },
             "proxy": None
             if proxy is None
-            else {"host": proxy.host, "port": proxy.port, "allow": list(proxy.allow),
-                  "log": str(session / "tinyproxy.log")},
+            else {
+                "host": proxy.host,
+                "port": proxy.port,
+                "allow": list(proxy.allow),
+                "log": str(session / "tinyproxy.log"),
+            },
             "commands": [
-                {"argv": list(c.argv), "env": dict(c.env), "stdin": c.stdin, "timeout": c.timeout,
-                 "stop_on_failure": c.stop_on_failure}
+                {
+                    "argv": list(c.argv),
+                    "env": dict(c.env),
+                    "stdin": c.stdin,
+                    "timeout": c.timeout,
+                    "stop_on_failure": c.stop_on_failure,
+                }
                 for c in commands
             ],
             "results": str(session / "results.json"),
             "echo": echo,
-        }  # fmt: skip
+        }
         spec_path = session / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=1))
-        argv = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
-                str(VENV_PYTHON), "-m", "tests.support.sandbox_session", str(spec_path)]  # fmt: skip
+        argv = [
+            "unshare",
+            "--mount",
+            "--net",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            str(VENV_PYTHON),
+            "-m",
+            "tests.support.sandbox_session",
+            str(spec_path),
+        ]
         driver_err = session / "driver.stderr"
         with driver_err.open("wb") as err_file:
             proc = subprocess.Popen(
-                argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=None if echo else subprocess.DEVNULL,
+                argv,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=None if echo else subprocess.DEVNULL,
                 stderr=None if echo else err_file,
-            )  # fmt: skip
+            )
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -362,8 +406,24 @@ def installer_command(
     timeout: float = 600,
 ) -> Command:
     """`harmonic-install -p -i --no-reboot --json` against the session's web server, proxy and loop disk."""
-    argv = ("harmonic-install", "-p", "-i", "--no-reboot", "--json", "--server-url", web.url, "--proxy-url",
-            proxy.url, "--no-proxy", "localhost", "--disk", disk, "--state-dir", "/run/harmonic-installer", *extra)  # fmt: skip
+    argv = (
+        "harmonic-install",
+        "-p",
+        "-i",
+        "--no-reboot",
+        "--json",
+        "--server-url",
+        web.url,
+        "--proxy-url",
+        proxy.url,
+        "--no-proxy",
+        "localhost",
+        "--disk",
+        disk,
+        "--state-dir",
+        "/run/harmonic-installer",
+        *extra,
+    )
     return Command(argv, env=dict(env or {}), stdin=stdin, timeout=timeout)
 
 
