@@ -155,6 +155,7 @@ class Command:
     stdin: str | None = None  # text on stdin; None: /dev/null
     timeout: float = 600
     stop_on_failure: bool = False  # skip the session's later commands when this one fails
+    echo_stdout: bool = True  # with Sandbox.run(echo=True): show stdout live too (not for a JSON report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +325,7 @@ class Sandbox:
                     "stdin": c.stdin,
                     "timeout": c.timeout,
                     "stop_on_failure": c.stop_on_failure,
+                    "echo_stdout": c.echo_stdout,
                 }
                 for c in commands
             ],
