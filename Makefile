@@ -2,12 +2,13 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test test-unit lint
+.PHONY: help bootstrap test test-unit lint sandbox-demo
 
 help:
 	@echo "make test        set up everything (apt packages, .venv) and run lint + the whole test suite"
 	@echo "make test-unit   unit tests only (fast, no root-only parts)"
 	@echo "make lint        ruff and mypy --strict"
+	@echo "make sandbox-demo  a complete -p -i install in an isolated root on a loop device (docs/sandbox.md)"
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -22,3 +23,7 @@ test: lint
 
 test-unit: bootstrap
 	$(PY) -m pytest -q tests/unit
+
+# The sandbox demo (docs/sandbox.md): a complete -p -i install on real parts in an isolated root.
+sandbox-demo:
+	scripts/sandbox-demo.sh
