@@ -12,6 +12,9 @@ APT_PACKAGES=(
   cloud-image-utils                      # cloud-localds (NoCloud seed)
   dpkg-dev lintian gpgv gnupg            # .deb build and lint, SHA256SUMS signatures
   util-linux kmod                        # losetup, blockdev
+  systemd                                # systemd-analyze verify (unit lint)
+  cloud-init                             # cloud-init schema (user-data lint), real cloud-final.service for verify
+  shellcheck                             # lint of packaging/ and Packer shell scripts
 )
 
 missing=()
@@ -23,6 +26,9 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installed only for its schema checker and unit files: keep it from configuring this machine at its next
+  # boot (a host that already had cloud-init is left alone).
+  if [[ " ${missing[*]} " == *" cloud-init "* ]]; then touch /etc/cloud/cloud-init.disabled; fi
 fi
 # The Debian nginx package starts a system-wide server on port 80; the tests start their own.
 if command -v systemctl >/dev/null && systemctl is-active -q nginx 2>/dev/null; then systemctl stop nginx || true; fi
