@@ -52,4 +52,12 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   chmod +x .venv/bin/harmonic-install
   echo "$want" >"$stamp"
 fi
+# The runtime wheels, so `make pyz` and the packaging tests can build offline (packaging/build_pyz.py).
+wheels_stamp=.cache/wheels/.lock-sha256
+want_wheels="$(sha256sum requirements/runtime.lock | cut -d' ' -f1)"
+if [[ "$(cat "$wheels_stamp" 2>/dev/null)" != "$want_wheels" ]]; then
+  echo "bootstrap: downloading the runtime wheels into .cache/wheels"
+  "$PY" packaging/build_pyz.py --fetch-only 2> >(grep -v "^+ " >&2)
+  echo "$want_wheels" >"$wheels_stamp"
+fi
 echo "bootstrap: ready ($(.venv/bin/python --version))"
