@@ -160,7 +160,7 @@ def compile_tree(tree: Path) -> None:
 
 def write_archive(tree: Path, output: Path) -> None:
     """Write the zipapp: shebang, then every file of tree in sorted order with fixed metadata."""
-    files = sorted(p for p in tree.rglob("*") if p.is_file())
+    files = sorted((p for p in tree.rglob("*") if p.is_file()), key=lambda p: p.relative_to(tree).as_posix())
     tmp = output.with_name(output.name + ".tmp")
     with tmp.open("wb") as raw:
         raw.write(SHEBANG)
