@@ -2,12 +2,16 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test test-unit lint
+.PHONY: help bootstrap test test-unit lint pyz deb image clean
 
 help:
 	@echo "make test        set up everything (apt packages, .venv) and run lint + the whole test suite"
 	@echo "make test-unit   unit tests only (fast, no root-only parts)"
 	@echo "make lint        ruff and mypy --strict"
+	@echo "make pyz         dist/harmonic-install.pyz (one file: python3 harmonic-install.pyz -p -i)"
+	@echo "make deb         dist/harmonic-installer_<version>_all.deb (pyz, /usr/sbin wrapper, systemd unit)"
+	@echo "make image       the MAAS image with Packer (packaging/packer: needs Packer and KVM)"
+	@echo "make clean       remove dist/"
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -22,3 +26,16 @@ test: lint
 
 test-unit: bootstrap
 	$(PY) -m pytest -q tests/unit
+
+# Artifacts. Always rebuilt (a few seconds): both are reproducible, so an unchanged tree gives the same bytes.
+pyz:
+	"$$(scripts/find-python310.sh)" packaging/build_pyz.py --output dist/harmonic-install.pyz
+
+deb: pyz
+	packaging/build_deb.sh dist/harmonic-install.pyz dist
+
+image: deb
+	$(MAKE) -C packaging/packer all
+
+clean:
+	rm -rf dist

@@ -16,15 +16,7 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-WHEELS = ROOT / ".cache" / "wheels"
-
-
-def _python310() -> str:
-    result = subprocess.run([str(ROOT / "scripts" / "find-python310.sh")], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip("no Python 3.10 to build with")
-    return result.stdout.strip()
+from tests.support.packaging import ROOT, build_pyz, python310
 
 
 def _load_build_module() -> ModuleType:
@@ -37,21 +29,14 @@ def _load_build_module() -> ModuleType:
 
 
 def _build(python: str, output: Path) -> float:
-    if not any(WHEELS.glob("*.whl")):
-        pytest.skip("runtime wheels not fetched: run scripts/bootstrap.sh")
     started = time.monotonic()
-    subprocess.run(
-        [python, str(ROOT / "packaging" / "build_pyz.py"), "--offline", "--output", str(output)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    build_pyz(output)
     return time.monotonic() - started
 
 
-@pytest.fixture(scope="module")
-def python310() -> str:
-    return _python310()
+@pytest.fixture(scope="module", name="python310")
+def _python310_fixture() -> str:
+    return python310()
 
 
 @pytest.fixture(scope="module")
