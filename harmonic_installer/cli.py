@@ -177,7 +177,7 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
             report = plan.run(settings, deps)
         else:
             report = plan.preview(settings, deps)
-    except InstallerError as exc:
+    except (InstallerError, Interrupted) as exc:
         log.error("run.failed", error=exc.message, details=exc.details, exit_code=int(exc.exit_code))
         _say(f"harmonic-install: {exc.message}")
         return int(exc.exit_code)

@@ -22,7 +22,7 @@ from harmonic_installer import packages, preflight, proxy, reboot, writer
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.disks import DiskProbe
 from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
-from harmonic_installer.errors import ExitCode, InstallerError, NotATargetHost
+from harmonic_installer.errors import ExitCode, InstallerError, Interrupted, NotATargetHost
 from harmonic_installer.runner import Runner
 from harmonic_installer.state import Journal, RunLock
 
@@ -187,7 +187,7 @@ def run(settings: Settings, deps: Deps) -> InstallReport:
     except NotATargetHost as exc:
         log.info("install.not_a_target", reason=str(exc))
         return InstallReport("not-a-target", int(ExitCode.OK), tuple(steps.outcomes), error=str(exc), **_facts(state))
-    except InstallerError as exc:
+    except (InstallerError, Interrupted) as exc:
         failed = steps.current
         log.error("install.failed", step=failed, error=exc.message, exit_code=int(exc.exit_code), details=exc.details)
         outcome = "interrupted" if exc.exit_code in (ExitCode.INTERRUPTED_INT, ExitCode.INTERRUPTED_TERM) else "failed"
