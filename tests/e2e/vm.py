@@ -35,7 +35,8 @@ from typing import IO, Literal
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # What a MAAS ephemeral Ubuntu has that the installer touches: systemd + udev, python3, cloud-init, dpkg,
-# networking, block-device tools. curl is for the harness's own probe unit.
+# networking, block-device tools, wget (the user-data fetches the zipapp with it). curl is for the harness's own
+# probe unit.
 PACKAGES = (
     "systemd-sysv",
     "udev",
@@ -45,6 +46,7 @@ PACKAGES = (
     "ca-certificates",
     "iproute2",
     "curl",
+    "wget",
     "e2fsprogs",
     "fdisk",
     "linux-image-amd64",
@@ -203,6 +205,9 @@ def base_image() -> Image:
     with _locked(cache_dir() / f".vm-{key}.lock"):
         if not (final / "recipe.json").exists():
             _build_base(final)
+        else:
+            os.utime(final)
+    _prune(sorted(p for p in cache_dir().glob("vm-*") if p.is_dir() and "-layer-" not in p.name), _KEEP_BASES)
     return Image(f"base-{key}", final / "root.img", final / "vmlinuz", final / "initrd.img", final / "tree")
 
 
@@ -255,6 +260,7 @@ class Layer:
 
 
 _KEEP_LAYERS = 4
+_KEEP_BASES = 3  # other checkouts (another branch's recipe) may use an older base at the same time
 
 
 def layered_image(base: Image, layer: Layer) -> Image:
@@ -268,7 +274,7 @@ def layered_image(base: Image, layer: Layer) -> Image:
             _build_layer(base, layer, final)
         else:
             os.utime(final)
-    _prune_layers(base)
+    _prune([p for p in final.parent.glob(f"{base.root.parent.name}-layer-*") if p.is_dir()], _KEEP_LAYERS)
     return Image(f"{base.name}+{key}", final / "root.img", base.kernel, base.initrd, None)
 
 
@@ -308,14 +314,12 @@ _CHROOT_ENV = {
 }
 
 
-def _prune_layers(base: Image) -> None:
-    layers = sorted(
-        (p for p in base.root.parent.parent.glob(f"{base.root.parent.name}-layer-*") if p.is_dir()),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
-    for old in layers[_KEEP_LAYERS:]:
-        shutil.rmtree(old, ignore_errors=True)
+def _prune(entries: Iterable[Path], keep: int) -> None:
+    """Remove all but the `keep` most recently used cache entries (and their layers); builds in progress stay."""
+    done = [p for p in entries if not p.name.endswith(".build")]
+    for old in sorted(done, key=lambda p: p.stat().st_mtime, reverse=True)[keep:]:
+        for path in (old, *old.parent.glob(f"{old.name}-layer-*")):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
