@@ -31,7 +31,7 @@ ENV_PREFIX = "HARMONIC_"
 # Kernel parameters in our namespace that are not settings (read by the systemd unit's condition).
 _CMDLINE_MARKERS = frozenset({"install"})
 # Environment variables in our namespace that are not settings.
-_ENV_MARKERS = frozenset({"HARMONIC_CONFIG"})
+_ENV_MARKERS = frozenset({"HARMONIC_CONFIG", "HARMONIC_CMDLINE_FILE"})
 
 SEED_PROXY_URL = "http://proxy4.spoc.charterlab.com:8080"
 SEED_NO_PROXY = (
@@ -62,7 +62,7 @@ def _as_str(raw: Any) -> str:
 def _as_list(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         items = [p.strip() for p in raw.split(",")]
-    elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+    elif isinstance(raw, (list, tuple)) and all(isinstance(x, str) for x in raw):
         items = [x.strip() for x in raw]
     else:
         raise ValueError("expected a list of strings or a comma-separated string")
@@ -227,7 +227,7 @@ def _as_no_proxy(raw: Any) -> tuple[str, ...]:
 def _as_argv(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         argv = tuple(raw.split())
-    elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+    elif isinstance(raw, (list, tuple)) and all(isinstance(x, str) for x in raw):
         argv = tuple(raw)
     else:
         raise ValueError("expected a command as a list of strings")
@@ -499,9 +499,9 @@ def load(
     if config_file is not None:
         file_values = read_config_file(config_file)
         used_file = config_file
-    elif DEFAULT_CONFIG_FILE.exists():
-        file_values = read_config_file(DEFAULT_CONFIG_FILE)
-        used_file = DEFAULT_CONFIG_FILE
+    elif os.path.exists(DEFAULT_CONFIG_FILE):
+        used_file = Path(DEFAULT_CONFIG_FILE)
+        file_values = read_config_file(used_file)
     else:
         file_values = {}
 
@@ -530,8 +530,13 @@ def load(
     )
 
 
-def read_kernel_cmdline(path: Path = Path("/proc/cmdline")) -> str:
-    """The running kernel's command line, or '' where there is none (containers, tests)."""
+def read_kernel_cmdline(environ: Mapping[str, str]) -> str:
+    """The running kernel's command line ('' where there is none).
+
+    HARMONIC_CMDLINE_FILE names another file to read instead of /proc/cmdline (to try a MAAS kernel
+    parameter set on a workstation, and for tests).
+    """
+    path = Path(environ.get("HARMONIC_CMDLINE_FILE") or "/proc/cmdline")
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:

@@ -112,3 +112,9 @@ class Interrupted(InstallerError):
         super().__init__(f"interrupted by {name}; a re-run continues where this one stopped")
         self.signum = signum
         self.exit_code = ExitCode.INTERRUPTED_INT if signum == signal.SIGINT else ExitCode.INTERRUPTED_TERM
+
+
+class NotATargetHost(InstallerError):
+    """The configured disk does not exist here: this host is not to be imaged (the original's exit 0)."""
+
+    exit_code = ExitCode.OK

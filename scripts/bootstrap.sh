@@ -11,7 +11,8 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils             # end-to-end tests in a VM
   cloud-image-utils                      # cloud-localds (NoCloud seed)
   dpkg-dev lintian gpgv gnupg            # .deb build and lint, SHA256SUMS signatures
-  util-linux kmod                        # losetup, blockdev
+  util-linux kmod fdisk                  # losetup, blockdev, sfdisk (partitioned loop disks)
+  genisoimage iproute2                   # stand-in Apollo ISO; network namespaces for the sandbox
 )
 
 missing=()

@@ -73,3 +73,12 @@ def _loopback_only() -> Iterator[None]:
     mp.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Each test starts and ends with structlog's defaults (the CLI configures it per run)."""
+    import structlog
+
+    yield
+    structlog.reset_defaults()

@@ -42,18 +42,21 @@ class Nginx:
 
 
 @contextmanager
-def serve(root: Path, *, host: str = "127.0.0.1", extra_http: str = "", extra_server: str = "") -> Iterator[Nginx]:
+def serve(
+    root: Path, *, host: str = "127.0.0.1", port: int | None = None, extra_http: str = "", extra_server: str = ""
+) -> Iterator[Nginx]:
     """Run nginx in the foreground serving `root` on a free loopback port until the block exits.
 
     Args:
         root: the document root.
         host: loopback address to listen on.
+        port: the port (default: a free one).
         extra_http: directives added to the http block.
         extra_server: directives added to the server block (locations, limit_rate, ...).
     """
     if not Path(NGINX).exists():
         raise RuntimeError("nginx is not installed: run scripts/bootstrap.sh")
-    port = free_port(host)
+    port = port or free_port(host)
     work = root.parent / f".nginx-{port}"
     (work / "tmp").mkdir(parents=True, exist_ok=True)
     access, error = work / "access.log", work / "error.log"

@@ -1,0 +1,24 @@
+# harmonic-installer: every entry point an operator or developer needs. Run as root on Debian 12.
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: help bootstrap test test-unit lint
+
+help:
+	@echo "make test        set up everything (apt packages, .venv) and run lint + the whole test suite"
+	@echo "make test-unit   unit tests only (fast, no root-only parts)"
+	@echo "make lint        ruff and mypy --strict"
+
+bootstrap:
+	scripts/bootstrap.sh
+
+lint: bootstrap
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
+	scripts/run-tests.sh
+
+test-unit: bootstrap
+	$(PY) -m pytest -q tests/unit

@@ -1,0 +1,278 @@
+"""`harmonic-install`: flags -> Settings, logging, plan.run, the report, the exit code.
+
+Runs no command, opens no URL and reads no /sys itself: plan.py and the modules it calls do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, Optional
+
+os.environ.setdefault("TYPER_USE_RICH", "0")  # plain help text on a serial console; read at typer import
+
+import structlog
+import typer
+
+from harmonic_installer import __version__, config, plan
+from harmonic_installer import log as logsetup
+from harmonic_installer.errors import ConfigError, ExitCode, InstallerError, Interrupted
+
+log = structlog.get_logger()
+
+EXIT_CODES_HELP = """Exit codes: 0 success, plan shown, or not a target host (the configured disk does not exist);
+2 usage or configuration error; 3 preflight (host or disk unfit, nothing changed);
+4 download or verification failed (disk untouched); 5 package install failed (disk untouched);
+6 disk write or reboot failed; 7 another harmonic-install is running; 130/143 interrupted (SIGINT/SIGTERM);
+1 internal error (a bug: please report the log)."""
+
+HELP = f"""Image this server with Harmonic cOS: download and verify the vendor packages and the Apollo ISO,
+install the packages, write the ISO to the target disk with ostree-production, and reboot.
+
+Without -i, prints what -i would do and changes nothing.
+
+Settings come from /etc/harmonic-installer/config.toml (or --config), the kernel command line
+(harmonic.<key>=<value>), the environment (HARMONIC_<KEY>) and these flags, later ones winning.
+`harmonic-install settings` shows every setting and where it came from.
+
+{EXIT_CODES_HELP}"""
+
+DepsFactory = Callable[[config.Settings], plan.Deps]
+
+app = typer.Typer(
+    name="harmonic-install",
+    help=HELP,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"harmonic-install {__version__}")
+        raise typer.Exit(0)
+
+
+def _default_deps(settings: config.Settings) -> plan.Deps:
+    from harmonic_installer.disks import UdevDiskProbe
+    from harmonic_installer.runner import SubprocessRunner
+
+    return plan.Deps(runner=SubprocessRunner(), disks=UdevDiskProbe(), environ=dict(os.environ))
+
+
+@app.callback()
+def main_command(
+    ctx: typer.Context,
+    proxy: bool = typer.Option(False, "-p", "--proxy", help="Use the HTTP proxy (proxy.url) except for no_proxy."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logs: every command's argv and output."),
+    install: bool = typer.Option(False, "-i", "--install", help="Download, verify, install and write the disk."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With -i: print the plan and change nothing."),
+    no_reboot: bool = typer.Option(False, "--no-reboot", help="Do not reboot after a successful install."),
+    json_report: bool = typer.Option(False, "--json", help="Print the final report as JSON on stdout."),
+    config_file: Optional[Path] = typer.Option(  # noqa: UP045 - typer needs Optional on 3.10
+        None, "--config", help="TOML config file (default /etc/harmonic-installer/config.toml if present)."
+    ),
+    server_url: Optional[str] = typer.Option(None, "--server-url", help="Web server URL [server.url]."),  # noqa: UP045
+    packages_names: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--packages", help="Comma-separated .deb names [packages.names]."
+    ),
+    iso_path: Optional[str] = typer.Option(None, "--iso-path", help="URL path of the ISO [iso.path]."),  # noqa: UP045
+    iso_release: Optional[str] = typer.Option(None, "--iso-release", help="Expected release [iso.release]."),  # noqa: UP045
+    iso_sha256: Optional[str] = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 [iso.sha256]."),  # noqa: UP045
+    disk: Optional[str] = typer.Option(None, "--disk", help="Target disk, /dev path or by-id link [disk.device]."),  # noqa: UP045
+    disk_serial: Optional[str] = typer.Option(None, "--disk-serial", help="Disk hint: serial [disk.serial]."),  # noqa: UP045
+    disk_model: Optional[str] = typer.Option(None, "--disk-model", help="Disk hint: model [disk.model]."),  # noqa: UP045
+    disk_wwn: Optional[str] = typer.Option(None, "--disk-wwn", help="Disk hint: WWN [disk.wwn]."),  # noqa: UP045
+    disk_min_size_gib: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--disk-min-size-gib", help="Disk hint: minimum size in GiB [disk.min_size_gib]."
+    ),
+    allow_removable: Optional[bool] = typer.Option(  # noqa: UP045
+        None, "--allow-removable", help="Allow a removable/USB target disk [disk.allow_removable]."
+    ),
+    working_dir: Optional[str] = typer.Option(None, "--working-dir", help="Where debs go [paths.working_dir]."),  # noqa: UP045
+    iso_dir: Optional[str] = typer.Option(None, "--iso-dir", help="Where the ISO goes [paths.iso_dir]."),  # noqa: UP045
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Lock and journal [paths.state_dir]."),  # noqa: UP045
+    proxy_url: Optional[str] = typer.Option(None, "--proxy-url", help="Proxy URL [proxy.url]."),  # noqa: UP045
+    no_proxy: Optional[str] = typer.Option(None, "--no-proxy", help="Comma-separated bypass list [proxy.no_proxy]."),  # noqa: UP045
+    keyring: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--keyring", help="gpgv keyring; SHA256SUMS.gpg must verify [checksums.keyring]."
+    ),
+    ca_file: Optional[str] = typer.Option(None, "--ca-file", help="CA bundle for https [server.ca_file]."),  # noqa: UP045
+    insecure_allow_unverified: Optional[bool] = typer.Option(  # noqa: UP045
+        None,
+        "--insecure-allow-unverified",
+        help="INSECURE: install artifacts that have no checksum [checksums.allow_unverified].",
+    ),
+    keep_disk_on_failure: bool = typer.Option(
+        False, "--keep-disk-on-failure", help="After a failed write, do not wipe the partition tables."
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Image this server with Harmonic cOS (see the description above)."""
+    flags: dict[str, Any] = {
+        "server.url": server_url,
+        "packages.names": packages_names,
+        "iso.path": iso_path,
+        "iso.release": iso_release,
+        "iso.sha256": iso_sha256,
+        "disk.device": disk,
+        "disk.serial": disk_serial,
+        "disk.model": disk_model,
+        "disk.wwn": disk_wwn,
+        "disk.min_size_gib": disk_min_size_gib,
+        "disk.allow_removable": allow_removable,
+        "paths.working_dir": working_dir,
+        "paths.iso_dir": iso_dir,
+        "paths.state_dir": state_dir,
+        "proxy.url": proxy_url,
+        "proxy.no_proxy": no_proxy,
+        "checksums.keyring": keyring,
+        "server.ca_file": ca_file,
+        "checksums.allow_unverified": insecure_allow_unverified,
+        "reboot.enabled": False if no_reboot else None,
+        "write.wipe_on_failure": False if keep_disk_on_failure else None,
+    }
+    obj = ctx.ensure_object(dict)
+    obj["flags"] = flags
+    obj["config_file"] = config_file
+    obj["json"] = json_report
+    obj["verbose"] = verbose
+    if ctx.invoked_subcommand is not None:
+        return
+    run_flags = config.RunFlags(proxy=proxy, install=install, dry_run=dry_run, verbose=verbose)
+    raise typer.Exit(_run(obj, run_flags))
+
+
+def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
+    logsetup.configure(verbose=run_flags.verbose)
+    settings: config.Settings | None = None
+    try:
+        environ = config.default_environ()
+        settings = config.load(
+            flags=obj["flags"],
+            run=run_flags,
+            config_file=obj["config_file"],
+            environ=environ,
+            cmdline=config.read_kernel_cmdline(environ),
+        )
+        factory: DepsFactory = obj.get("deps_factory") or _default_deps
+        deps = factory(settings)
+        if settings.runs_install:
+            log.info(
+                "install.started",
+                version=__version__,
+                server=config.redact_url(settings.server_url),
+                proxy=settings.proxy_enabled,
+            )
+            report = plan.run(settings, deps)
+        else:
+            report = plan.preview(settings, deps)
+    except InstallerError as exc:
+        log.error("run.failed", error=exc.message, details=exc.details, exit_code=int(exc.exit_code))
+        _say(f"harmonic-install: {exc.message}")
+        return int(exc.exit_code)
+    except Exception as exc:  # a bug: one line for the operator, the traceback in the log
+        log.critical("internal_error", error=repr(exc), traceback=traceback.format_exc())
+        _say(f"harmonic-install: internal error: {exc!r} (a bug; the log has the traceback)")
+        return 1
+    _render(report, as_json=obj["json"])
+    if report.exit_code != 0 and report.error:
+        where = f" at step {report.failed_step}" if report.failed_step else ""
+        _say(f"harmonic-install: FAILED{where}: {report.error} (exit {report.exit_code})")
+    elif report.outcome == "not-a-target" and report.error:
+        _say(f"harmonic-install: {report.error}")
+    return report.exit_code
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _render(report: plan.InstallReport, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        sys.stdout.flush()
+        return
+    titles = {
+        "planned": "Plan (nothing changed; run with -i to install)",
+        "installed": "Harmonic cOS installed",
+        "not-a-target": "Not a target host: nothing done",
+        "failed": "Install FAILED",
+        "interrupted": "Install INTERRUPTED",
+    }
+    lines = [titles.get(report.outcome, report.outcome)]
+    if report.disk:
+        lines.append(f"  disk:    {report.disk}")
+    if report.release:
+        lines.append(f"  release: {report.release}")
+    for step in report.steps:
+        took = f" ({step.duration_s:.1f} s)" if step.duration_s else ""
+        lines.append(f"  {step.name:<10} {step.status:<8}{took} {step.detail}")
+    for art in report.artifacts:
+        how = "reused" if art.reused else "downloaded"
+        lines.append(f"  {how} {art.path} sha256 {art.sha256} ({art.checksum_source})")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+@app.command("settings")
+def settings_command(ctx: typer.Context) -> None:
+    """Print every setting's effective value and where it came from (credentials redacted)."""
+    obj = ctx.ensure_object(dict)
+    try:
+        environ = config.default_environ()
+        settings = config.load(
+            flags=obj.get("flags"),
+            config_file=obj.get("config_file"),
+            environ=environ,
+            cmdline=config.read_kernel_cmdline(environ),
+        )
+    except InstallerError as exc:
+        _say(f"harmonic-install: {exc.message}")
+        raise typer.Exit(int(exc.exit_code)) from None
+    rows = config.effective(settings)
+    if obj.get("json"):
+        typer.echo(json.dumps({k: {"value": v, "source": s} for k, v, s in rows}, indent=2))
+        return
+    width = max(len(k) for k, _, _ in rows)
+    for key, value, source in rows:
+        typer.echo(f"{key:<{width}}  {value}    [{source}]")
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def main(argv: list[str] | None = None, *, deps_factory: DepsFactory | None = None) -> int:
+    """Entry point: parse, run, return the exit code (never a traceback for the operator)."""
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        app(
+            args=argv if argv is not None else sys.argv[1:],
+            prog_name="harmonic-install",
+            obj={"deps_factory": deps_factory},
+        )
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else int(ExitCode.USAGE))
+    except Interrupted as exc:
+        _say(f"harmonic-install: {exc.message}")
+        return int(exc.exit_code)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+__all__ = ["ConfigError", "app", "main"]

@@ -1,0 +1,1192 @@
+"""Fetch artifacts over HTTP: streamed, hashed in the same pass, resumed, retried, renamed only once verified.
+
+The only module that talks HTTP (httpx) and retries (tenacity). `Downloader.fetch(spec)` returns a
+`VerifiedArtifact`, and nothing else in the project can make one: it is built in one place, right after the
+SHA-256 of the final file matched the expected value (pinned, or from SHA256SUMS, optionally gpg-verified).
+Operator documentation: docs/downloads.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import ssl
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import structlog
+import tenacity
+
+from harmonic_installer import __version__
+from harmonic_installer.config import Settings, redact_url
+from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
+
+log = structlog.get_logger()
+
+MiB = 1024 * 1024
+SOURCE_PINNED = "pinned"
+SOURCE_SUMS = "SHA256SUMS"
+SOURCE_SUMS_GPG = "SHA256SUMS (gpg-verified)"
+SOURCE_NONE = "none (--insecure-allow-unverified)"
+_SOURCES = frozenset({SOURCE_PINNED, SOURCE_SUMS, SOURCE_SUMS_GPG, SOURCE_NONE})
+
+# What is worth another attempt: the one place the retry policy is declared (see also _Transient).
+RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+_RETRY_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+_MAX_NAME = 255
+_SUMS_LINE = re.compile(r"([0-9A-Fa-f]{64}) ([ *])(.+)")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_RELEASE = re.compile(r"^APOLLO_PLATFORM-(.+)\.iso$")
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+_HASH_BLOCK = 1 * MiB
+_WRITE_BUFFER = 1 * MiB
+
+
+class _ProxyDecision(Protocol):
+    """What the downloader needs from proxy.ProxyConfig: the proxy for a URL, or None for direct."""
+
+    def proxy_for(self, url: str) -> str | None: ...
+
+
+class _CommandResult(Protocol):
+    @property
+    def returncode(self) -> int: ...
+
+    @property
+    def output(self) -> str: ...
+
+
+class _Runner(Protocol):
+    """The part of runner.Runner used here (gpgv only)."""
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True) -> _CommandResult: ...
+
+
+ProgressCallback = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactSpec:
+    """One file to fetch: where from, where to, and how its checksum is known."""
+
+    url: str
+    dest_dir: Path
+    filename: str
+    sha256: str | None = None
+    sums_url: str | None = None
+    adopt_server_name: bool = False
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not _is_safe_name(self.filename):
+            raise ValueError(f"ArtifactSpec.filename {self.filename!r} is not a plain file name")
+        if self.sha256 is not None and not _HEX64.fullmatch(self.sha256.lower()):
+            raise ValueError("ArtifactSpec.sha256 must be 64 hexadecimal digits")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedArtifact:
+    """A file whose SHA-256 matched its expected value (or, explicitly allowed, had none to match)."""
+
+    path: Path
+    url: str
+    sha256: str
+    size: int
+    checksum_source: str
+    reused: bool
+    bytes_transferred: int
+    release: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _HEX64.fullmatch(self.sha256) or self.checksum_source not in _SOURCES or self.size < 0:
+            raise ValueError("not a verified artifact")
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadPolicy:
+    """Budgets, timeouts and verification rules for every download of a run."""
+
+    attempts: int
+    max_time_s: float
+    connect_timeout_s: float
+    read_timeout_s: float
+    stall_min_rate: int
+    stall_window_s: float
+    backoff_max_s: float
+    free_space_margin_bytes: int
+    allow_unverified: bool
+    keyring: Path | None
+    ca_file: Path | None
+    sums_name: str
+    backoff_initial_s: float = 1.0
+    retry_after_max_s: float = 300.0
+    progress_interval_s: float = 5.0
+    sums_max_bytes: int = 1 * MiB
+    gpgv_timeout_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DownloadPolicy:
+        """The policy described by the download.*, checksums.* and server.* settings."""
+        return cls(
+            attempts=settings.download_attempts,
+            max_time_s=settings.download_max_time_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            stall_min_rate=settings.stall_min_rate,
+            stall_window_s=settings.stall_window_s,
+            backoff_max_s=settings.backoff_max_s,
+            free_space_margin_bytes=settings.free_space_margin_mib * MiB,
+            allow_unverified=settings.allow_unverified,
+            keyring=settings.keyring,
+            ca_file=settings.ca_file,
+            sums_name=settings.sums_name,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Private state and signals.
+
+
+class _Transient(Exception):
+    """A failure another attempt can cure (the only exception the retry policy retries)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _OverBudget(DownloadError):
+    """The wall-time budget ran out mid-transfer; the .part file is kept for the next run."""
+
+
+class _FinalExists(Exception):
+    """The server revealed a name whose final file already exists: check it before transferring."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Expected:
+    sha256: str | None
+    source: str
+    sums: dict[str, str] | None = None  # the SHA256SUMS entries the value came from, if any
+
+
+@dataclass(frozen=True, slots=True)
+class _Sums:
+    entries: dict[str, str] | None  # None: the server has no SHA256SUMS (404/410)
+    source: str
+
+
+@dataclass(slots=True)
+class _Transfer:
+    """Mutable state of one fetch across attempts."""
+
+    spec: ArtifactSpec
+    lg: Any
+    url_shown: str
+    part: Path
+    meta: Path
+    name: str | None = None
+    revealed: bool = False
+    expected: _Expected | None = None
+    hasher: Any = None
+    size: int = 0
+    transferred: int = 0
+    attempts: int = 0
+    checked_existing: set[str] = field(default_factory=set)
+    warned_no_validator: bool = False
+
+    @property
+    def final(self) -> Path:
+        return self.spec.dest_dir / (self.name or self.spec.filename)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retry policy pieces.
+
+
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """Stop when the next attempt would start after the wall-time budget (injected clock)."""
+
+    def __init__(self, clock: Callable[[], float], deadline: float) -> None:
+        self._clock = clock
+        self._deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._clock() + retry_state.upcoming_sleep >= self._deadline
+
+
+class _Wait(tenacity.wait.wait_base):
+    """Full-jitter exponential backoff; a server's Retry-After (capped) replaces it, plus up to 1 s of jitter."""
+
+    def __init__(self, initial: float, maximum: float, retry_after_max: float) -> None:
+        self._backoff = tenacity.wait_random_exponential(multiplier=initial, max=maximum)
+        self._retry_after_max = retry_after_max
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, self._retry_after_max) + random.uniform(0, 1)  # noqa: S311 - jitter
+        return float(self._backoff(retry_state))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The downloader.
+
+
+class Downloader:
+    """Fetches artifacts with one HTTP client per proxy decision; use as a context manager."""
+
+    def __init__(
+        self,
+        policy: DownloadPolicy,
+        proxy: _ProxyDecision,
+        *,
+        runner: _Runner | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        on_progress: ProgressCallback | None = None,
+        disk_free: Callable[[Path], int] | None = None,
+    ) -> None:
+        if policy.keyring is not None and runner is None:
+            raise ValueError("a keyring is configured: the Downloader needs a runner for gpgv")
+        self._policy = policy
+        self._proxy = proxy
+        self._runner = runner
+        self._transport = transport
+        self._clock = clock
+        self._sleep = sleep
+        self._on_progress = on_progress
+        self._disk_free = disk_free or (lambda path: shutil.disk_usage(path).free)
+        self._clients: dict[str | None, httpx.Client] = {}
+        self._sums: dict[str, _Sums] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every HTTP client."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    # -- public ---------------------------------------------------------------------------------------------
+
+    def fetch(self, spec: ArtifactSpec) -> VerifiedArtifact:
+        """Download (or reuse) `spec` and return it verified.
+
+        Raises:
+            DownloadError: the file could not be fetched, had no checksum, or the server misbehaved.
+            ChecksumError: the file did not match its checksum twice in a row.
+        """
+        shown = redact_url(spec.url)
+        t = _Transfer(
+            spec=spec,
+            lg=log.bind(artifact=spec.label or spec.filename, url=shown),
+            url_shown=shown,
+            part=spec.dest_dir / f".{spec.filename}.part",
+            meta=spec.dest_dir / f".{spec.filename}.part.json",
+        )
+        _ensure_dir(spec.dest_dir)
+        t.lg.info("download.started", dest_dir=str(spec.dest_dir), proxy=_proxy_shown(self._proxy.proxy_for(spec.url)))
+        if not spec.adopt_server_name:
+            self._bind_name(t, spec.filename, revealed=False)
+            found = self._reuse(t)
+            if found is not None:
+                return found
+        for round_no in (1, 2):
+            while True:
+                try:
+                    self._transfer(t)
+                    break
+                except _FinalExists:
+                    found = self._reuse(t)
+                    if found is not None:
+                        _discard(t.part, t.meta)
+                        return found
+            assert t.expected is not None
+            assert t.hasher is not None
+            digest = t.hasher.hexdigest()
+            try:
+                return self._verified(t, t.final, digest, t.size, reused=False, rename_from=t.part)
+            except ChecksumError as exc:
+                _discard(t.part, t.meta)
+                t.lg.warning(
+                    "download.checksum_mismatch",
+                    expected=t.expected.sha256,
+                    actual=digest,
+                    source=t.expected.source,
+                    round=round_no,
+                    action="fetching again from zero" if round_no == 1 else "giving up",
+                )
+                if round_no == 2:
+                    raise ChecksumError(
+                        f"verifying {t.url_shown}: SHA-256 mismatch on two downloads in a row: expected "
+                        f"{t.expected.sha256} ({t.expected.source}), got {digest}; the file was discarded",
+                        exc.details,
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- name and checksum ---------------------------------------------------------------------------------
+
+    def _bind_name(self, t: _Transfer, name: str, *, revealed: bool) -> None:
+        """Fix the final name and look up its expected checksum (before any body byte is read)."""
+        t.name, t.revealed = name, revealed
+        t.expected = self._expected(t, name)
+
+    def _expected(self, t: _Transfer, name: str) -> _Expected:
+        spec = t.spec
+        if spec.sha256:
+            t.lg.info("download.checksum_source", source=SOURCE_PINNED, sha256=spec.sha256.lower())
+            return _Expected(spec.sha256.lower(), SOURCE_PINNED)
+        if spec.sums_url:
+            sums = self._load_sums(spec.sums_url)
+            if sums.entries is not None:
+                candidates = [name]
+                basename = unquote(urlsplit(spec.url).path.rsplit("/", 1)[-1])
+                if basename and basename not in candidates:
+                    candidates.append(basename)  # 'latest' may be listed under its URL name
+                if spec.adopt_server_name and spec.filename not in candidates:
+                    candidates.append(spec.filename)
+                for candidate in candidates:
+                    if candidate in sums.entries:
+                        digest = sums.entries[candidate]
+                        t.lg.info("download.checksum_source", source=sums.source, listed_as=candidate, sha256=digest)
+                        return _Expected(digest, sums.source, sums.entries)
+                missing = f"{redact_url(spec.sums_url)} does not list {' or '.join(repr(c) for c in candidates)}"
+            else:
+                missing = f"{redact_url(spec.sums_url)} does not exist (404)"
+        else:
+            missing = "no pinned SHA-256 and no checksum file configured"
+        if self._policy.allow_unverified:
+            t.lg.warning("download.unverified", reason=missing, source=SOURCE_NONE)
+            return _Expected(None, SOURCE_NONE)
+        raise DownloadError(
+            f"verifying {t.url_shown}: no checksum for {name}: {missing}; pin it (iso.sha256) or publish "
+            f"{self._policy.sums_name}; checksums.allow_unverified=true skips the check (insecure)"
+        )
+
+    def _load_sums(self, sums_url: str) -> _Sums:
+        cached = self._sums.get(sums_url)
+        if cached is not None:
+            return cached
+        shown = redact_url(sums_url)
+        body = self._get_small(sums_url)
+        if body is None:
+            sums = _Sums(None, SOURCE_SUMS)
+        else:
+            entries = _parse_sums(body, shown)
+            source = SOURCE_SUMS
+            if self._policy.keyring is not None:
+                self._check_signature(sums_url, body)
+                source = SOURCE_SUMS_GPG
+            log.info("download.sums_loaded", url=shown, entries=len(entries), source=source)
+            sums = _Sums(entries, source)
+        self._sums[sums_url] = sums
+        return sums
+
+    def _check_signature(self, sums_url: str, body: bytes) -> None:
+        keyring = self._policy.keyring
+        assert keyring is not None
+        assert self._runner is not None
+        sig_url = sums_url + ".gpg"
+        shown, sig_shown = redact_url(sums_url), redact_url(sig_url)
+        signature = self._get_small(sig_url)
+        if signature is None:
+            raise DownloadError(f"verifying {shown}: a keyring is configured but {sig_shown} does not exist (404)")
+        with tempfile.TemporaryDirectory(prefix="harmonic-gpgv-") as tmp:
+            sums_path, sig_path = Path(tmp) / "SHA256SUMS", Path(tmp) / "SHA256SUMS.gpg"
+            for path, data in ((sums_path, body), (sig_path, signature)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            argv = ["gpgv", "--homedir", tmp, "--keyring", str(keyring), str(sig_path), str(sums_path)]
+            try:
+                result = self._runner.run(argv, timeout=self._policy.gpgv_timeout_s, check=False)
+            except CommandError as exc:
+                raise DownloadError(f"verifying {shown}: could not run gpgv: {exc}", exc.details) from exc
+        if result.returncode != 0:
+            tail = "\n".join(result.output.splitlines()[-10:])
+            log.error("download.signature_bad", url=shown, signature=sig_shown, returncode=result.returncode)
+            raise DownloadError(
+                f"verifying {shown}: the signature {sig_shown} does not verify against {keyring} "
+                f"(gpgv exit {result.returncode})",
+                tail,
+            )
+        log.info("download.signature_verified", url=shown, keyring=str(keyring))
+
+    # -- reuse and publish ---------------------------------------------------------------------------------
+
+    def _reuse(self, t: _Transfer) -> VerifiedArtifact | None:
+        """A VerifiedArtifact for an existing final file that re-hashes to the expected sum, else None."""
+        final = t.final
+        t.checked_existing.add(final.name)
+        if not final.is_file() or final.is_symlink():
+            return None
+        assert t.expected is not None
+        if t.expected.sha256 is None:
+            t.lg.warning("download.existing_unverifiable", path=str(final), action="downloading again")
+            final.unlink()
+            return None
+        digest, size = _hash_file(final)
+        try:
+            found = self._verified(t, final, digest, size, reused=True)
+        except ChecksumError:
+            t.lg.warning("download.existing_mismatch", path=str(final), actual=digest, action="downloading again")
+            final.unlink()
+            return None
+        t.lg.info("download.reused", path=str(final), sha256=digest, size=size, release=found.release)
+        return found
+
+    def _verified(
+        self, t: _Transfer, path: Path, digest: str, size: int, *, reused: bool, rename_from: Path | None = None
+    ) -> VerifiedArtifact:
+        """The only constructor of VerifiedArtifact: compare, then (rename, then) build it."""
+        expected = t.expected
+        assert expected is not None
+        if expected.sha256 is not None and digest != expected.sha256:
+            raise ChecksumError(
+                f"verifying {t.url_shown}: SHA-256 mismatch: expected {expected.sha256} ({expected.source}), "
+                f"got {digest}",
+                f"file {path}, {size} bytes",
+            )
+        if rename_from is not None:
+            if not t.revealed and t.spec.adopt_server_name and expected.sums:
+                path = self._name_from_sums(t, digest, expected.sums) or path
+            os.chmod(rename_from, 0o644)
+            os.replace(rename_from, path)
+            _fsync_dir(path.parent)
+            _discard(t.meta)
+        release_match = _RELEASE.match(path.name)
+        artifact = VerifiedArtifact(
+            path=path,
+            url=t.spec.url,
+            sha256=digest,
+            size=size,
+            checksum_source=expected.source,
+            reused=reused,
+            bytes_transferred=t.transferred,
+            release=release_match.group(1) if release_match else None,
+        )
+        if not reused:
+            t.lg.info(
+                "download.verified",
+                path=str(path),
+                sha256=digest,
+                size=size,
+                source=expected.source,
+                bytes_transferred=t.transferred,
+                attempts=t.attempts,
+                release=artifact.release,
+            )
+        return artifact
+
+    def _name_from_sums(self, t: _Transfer, digest: str, sums: dict[str, str]) -> Path | None:
+        """For 'latest' served without a name: the one other entry in SHA256SUMS with the same digest."""
+        suffix = Path(t.spec.filename).suffix
+        names = [n for n, d in sums.items() if d == digest and n.endswith(suffix) and _is_safe_name(n)]
+        if len(names) != 1:
+            return None
+        t.lg.info("download.server_name", name=names[0], source="SHA256SUMS entry with the same digest")
+        return t.spec.dest_dir / names[0]
+
+    # -- the transfer ----------------------------------------------------------------------------------------
+
+    def _retrying(self, what: str, counter: list[int]) -> tenacity.Retrying:
+        policy = self._policy
+        started = self._clock()
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "download.retry_scheduled",
+                url=what,
+                attempt=state.attempt_number,
+                attempts=policy.attempts,
+                sleep_s=round(state.upcoming_sleep, 2),
+                error=str(exc),
+                elapsed_s=round(self._clock() - started, 1),
+            )
+
+        def count(_state: tenacity.RetryCallState) -> None:
+            counter[0] += 1
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=tenacity.stop_after_attempt(policy.attempts)
+            | _StopAtDeadline(self._clock, started + policy.max_time_s),
+            wait=_Wait(policy.backoff_initial_s, policy.backoff_max_s, policy.retry_after_max_s),
+            sleep=self._sleep,
+            before=count,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def _transfer(self, t: _Transfer) -> None:
+        """Bring the .part file to the complete body (t.hasher holds its digest), retrying per the policy."""
+        started = self._clock()
+        counter = [0]
+        deadline = started + self._policy.max_time_s
+        try:
+            for attempt in self._retrying(t.url_shown, counter):
+                with attempt:
+                    t.attempts += 1
+                    self._attempt(t, deadline)
+        except _Transient as exc:
+            raise DownloadError(
+                f"downloading {t.url_shown}: {exc.reason}; gave up after {counter[0]} attempts in "
+                f"{self._clock() - started:.0f} s (download.attempts={self._policy.attempts}, "
+                f"download.max_time_s={self._policy.max_time_s:g})"
+            ) from exc
+
+    def _attempt(self, t: _Transfer, deadline: float) -> None:
+        offset, validator = self._resume_point(t)
+        headers = {"Range": f"bytes={offset}-", "If-Range": validator} if offset and validator else {}
+        try:
+            with self._client(t.spec.url).stream("GET", t.spec.url, headers=headers) as resp:
+                self._receive(t, resp, offset if headers else 0, deadline)
+        except _RETRY_TRANSPORT_ERRORS as exc:
+            if _is_tls_failure(exc):
+                raise DownloadError(f"downloading {t.url_shown}: TLS verification failed: {exc}") from exc
+            raise _Transient(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        except httpx.HTTPError as exc:
+            raise DownloadError(f"downloading {t.url_shown}: {type(exc).__name__}: {exc}") from exc
+
+    def _resume_point(self, t: _Transfer) -> tuple[int, str | None]:
+        """(bytes kept, validator) for an existing .part whose sidecar matches; anything else is discarded."""
+        if not t.part.exists():
+            _discard(t.meta)
+            return 0, None
+        size = t.part.stat().st_size
+        meta = _read_meta(t.meta)
+        reason = None
+        if meta is None:
+            reason = "no readable sidecar"
+        elif meta.get("url") != t.spec.url:
+            reason = "the sidecar is for another URL"
+        elif not meta.get("validator"):
+            reason = "the server gave no validator (strong ETag or Last-Modified)"
+        elif isinstance(meta.get("total"), int) and size > meta["total"]:
+            reason = "longer than the file"
+        elif size == 0:
+            reason = "empty"
+        if reason is not None:
+            t.lg.info("download.part_discarded", part=str(t.part), size=size, reason=reason)
+            _discard(t.part, t.meta)
+            return 0, None
+        assert meta is not None
+        return size, str(meta["validator"])
+
+    def _receive(self, t: _Transfer, resp: httpx.Response, offset: int, deadline: float) -> None:
+        status = resp.status_code
+        if status == 416 and offset:
+            self._range_not_satisfiable(t, resp, offset)
+            return
+        if status in RETRY_STATUSES:
+            raise _Transient(f"server answered {status} {resp.reason_phrase}", _retry_after(resp))
+        if status not in (200, 206) or (status == 206 and not offset):
+            raise DownloadError(f"downloading {t.url_shown}: server answered {status} {resp.reason_phrase}")
+        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "text/html" and not t.spec.filename.endswith((".html", ".htm")):
+            raise DownloadError(
+                f"downloading {t.url_shown}: the server sent an HTML page (status {status}, {ctype}) instead of "
+                f"the file{_html_title(resp)}"
+            )
+        if t.spec.adopt_server_name:
+            self._adopt_name(t, resp, offset)
+        if status == 206:
+            start, _end, total = _content_range(resp.headers.get("content-range", ""))
+            if start != offset:
+                _discard(t.part, t.meta)
+                raise _Transient(f"server answered a range starting at {start}, asked for {offset}")
+            t.lg.info("download.resumed", offset=offset, total=total)
+            hasher, kept = _hash_prefix(t.part, offset)
+            if kept != offset:
+                _discard(t.part, t.meta)
+                raise _Transient(f"the partial file shrank to {kept} bytes while resuming")
+        else:
+            if offset:
+                t.lg.info("download.restarted", discarded=offset, reason="the server sent the whole file (200)")
+            offset, total, hasher = 0, _content_length(resp), hashlib.sha256()
+            self._write_meta(t, resp, total)
+        remaining = None if total is None else total - offset
+        self._check_space(t, remaining, total)
+        t.hasher, t.size = hasher, offset
+        self._stream(t, resp, offset, total, deadline)
+
+    def _adopt_name(self, t: _Transfer, resp: httpx.Response, offset: int) -> None:
+        """Bind the name the server reveals (checksum looked up before the body is read)."""
+        name, revealed = self._server_name(t, resp)
+        if name != t.name:
+            if t.name is not None and offset:
+                _discard(t.part, t.meta)
+                raise _Transient(f"the server's file changed from {t.name} to {name} during the download")
+            self._bind_name(t, name, revealed=revealed)
+        if t.final.name not in t.checked_existing and t.final.exists():
+            raise _FinalExists
+
+    def _range_not_satisfiable(self, t: _Transfer, resp: httpx.Response, offset: int) -> None:
+        _s, _e, total = _content_range(resp.headers.get("content-range", ""))
+        if total != offset:
+            _discard(t.part, t.meta)
+            raise _Transient(f"server answered 416 for a range from {offset} (file is {total} bytes); starting over")
+        t.hasher, kept = _hash_prefix(t.part, offset)
+        t.size = kept
+        t.lg.info("download.resumed", offset=offset, total=total, complete=True)
+
+    def _server_name(self, t: _Transfer, resp: httpx.Response) -> tuple[str, bool]:
+        """The name the server reveals (Content-Disposition, else redirect target), sanitised; else the fallback."""
+        offered: list[tuple[str, str]] = []
+        disposition = _disposition_filename(resp.headers.get("content-disposition", ""))
+        if disposition is not None:
+            offered.append(("Content-Disposition", disposition))
+        if resp.history:
+            offered.append(("redirect", unquote(resp.url.path.rsplit("/", 1)[-1])))
+        suffix = Path(t.spec.filename).suffix
+        for source, raw in offered:
+            name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+            problem = None
+            if not _is_safe_name(name):
+                problem = "not a plain file name"
+            elif suffix and not name.endswith(suffix):
+                problem = f"does not end in {suffix}"
+            if problem is None:
+                if name != t.name:
+                    t.lg.info("download.server_name", name=name, source=source)
+                return name, True
+            t.lg.warning(
+                "download.server_name_rejected",
+                offered=repr(raw)[:120],
+                source=source,
+                reason=problem,
+                fallback=t.spec.filename,
+            )
+        if not offered and t.name is None:
+            t.lg.info("download.server_name", name=t.spec.filename, source="configured (the server did not say)")
+        return t.spec.filename, False
+
+    def _write_meta(self, t: _Transfer, resp: httpx.Response, total: int | None) -> None:
+        etag = resp.headers.get("etag")
+        validator = etag if etag and not etag.startswith("W/") else resp.headers.get("last-modified")
+        if not validator and not t.warned_no_validator:
+            t.warned_no_validator = True
+            t.lg.warning("download.resume_unavailable", reason="no strong ETag or Last-Modified from the server")
+        data = {"url": t.spec.url, "validator": validator, "total": total, "name": t.name}
+        tmp = t.meta.with_name(t.meta.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, t.meta)
+
+    def _check_space(self, t: _Transfer, remaining: int | None, total: int | None) -> None:
+        if remaining is None:
+            t.lg.info("download.size_unknown", reason="the server announced no length")
+            return
+        free = self._disk_free(t.spec.dest_dir)
+        margin = self._policy.free_space_margin_bytes
+        if remaining + margin > free:
+            raise DownloadError(
+                f"downloading {t.url_shown}: not enough space in {t.spec.dest_dir}: {_human(remaining)} still to "
+                f"download (of {_human(total or remaining)}) plus a {_human(margin)} margin, but only {_human(free)} "
+                f"free (download.free_space_margin_mib)",
+                f"need {remaining + margin} bytes, free {free} bytes",
+            )
+
+    def _stream(self, t: _Transfer, resp: httpx.Response, offset: int, total: int | None, deadline: float) -> None:
+        """Append the body to the .part file and the hasher in one pass; stalls and overlong bodies abort."""
+        expected_len = None if total is None else total - offset
+        meter = _Meter(
+            t,
+            self._policy,
+            clock=self._clock,
+            callback=self._on_progress,
+            offset=offset,
+            total=total,
+            deadline=deadline,
+        )
+        chunks: Iterator[bytes] = resp.iter_raw()
+        if offset == 0:
+            first = next(chunks, b"")
+            if _looks_like_html(first) and not t.spec.filename.endswith((".html", ".htm")):
+                raise DownloadError(
+                    f"downloading {t.url_shown}: the server sent an HTML page (status {resp.status_code}) instead "
+                    f"of the file{_html_title_from(first)}"
+                )
+            chunks = itertools.chain((first,), chunks)
+        received = 0
+        update = t.hasher.update
+        clock = self._clock
+        check_at, next_mark = meter.start()
+        fd = os.open(t.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+            with os.fdopen(fd, "wb", buffering=_WRITE_BUFFER) as f:
+                write = f.write
+                try:
+                    for chunk in chunks:
+                        write(chunk)
+                        update(chunk)
+                        received += len(chunk)
+                        if expected_len is not None and received > expected_len:
+                            raise DownloadError(
+                                f"downloading {t.url_shown}: the server sent more than the {total} bytes it "
+                                f"announced; the file was discarded"
+                            )
+                        now = clock()
+                        if now >= check_at or received >= next_mark:
+                            check_at, next_mark = meter.check(offset + received, now)
+                finally:
+                    t.transferred += received
+                    t.size = offset + received
+                if expected_len is not None and received < expected_len:
+                    raise _Transient(f"body cut off at {offset + received} of {total} bytes")
+                f.flush()
+                os.fsync(f.fileno())
+        except _OverBudget:
+            raise
+        except DownloadError:
+            _discard(t.part, t.meta)
+            raise
+        except OSError as exc:
+            raise DownloadError(f"downloading {t.url_shown}: writing {t.part} failed: {exc}") from exc
+        meter.finish(offset + received)
+
+    # -- small requests --------------------------------------------------------------------------------------
+
+    def _get_small(self, url: str) -> bytes | None:
+        """The body of a small file (SHA256SUMS, its signature), retried per the policy; None on 404/410."""
+        shown = redact_url(url)
+        limit = self._policy.sums_max_bytes
+        started = self._clock()
+        counter = [0]
+
+        def once() -> bytes | None:
+            try:
+                with self._client(url).stream("GET", url) as resp:
+                    if resp.status_code in (404, 410):
+                        return None
+                    if resp.status_code in RETRY_STATUSES:
+                        raise _Transient(f"server answered {resp.status_code} {resp.reason_phrase}", _retry_after(resp))
+                    if resp.status_code != 200:
+                        raise DownloadError(
+                            f"downloading {shown}: server answered {resp.status_code} {resp.reason_phrase}"
+                        )
+                    body = bytearray()
+                    for chunk in resp.iter_raw():
+                        body += chunk
+                        if len(body) > limit:
+                            raise DownloadError(
+                                f"downloading {shown}: larger than {_human(limit)}; not a checksum file"
+                            )
+                    declared = _content_length(resp)
+                    if declared is not None and declared != len(body):
+                        raise _Transient(f"body cut off at {len(body)} of {declared} bytes")
+                    if _looks_like_html(bytes(body[:512])):
+                        raise DownloadError(f"downloading {shown}: the server sent an HTML page instead of the file")
+                    return bytes(body)
+            except _RETRY_TRANSPORT_ERRORS as exc:
+                if _is_tls_failure(exc):
+                    raise DownloadError(f"downloading {shown}: TLS verification failed: {exc}") from exc
+                raise _Transient(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+            except httpx.HTTPError as exc:
+                raise DownloadError(f"downloading {shown}: {type(exc).__name__}: {exc}") from exc
+
+        try:
+            result: bytes | None = self._retrying(shown, counter)(once)
+        except _Transient as exc:
+            raise DownloadError(
+                f"downloading {shown}: {exc.reason}; gave up after {counter[0]} attempts in "
+                f"{self._clock() - started:.0f} s"
+            ) from exc
+        return result
+
+    def _client(self, url: str) -> httpx.Client:
+        proxy = self._proxy.proxy_for(url)
+        client = self._clients.get(proxy)
+        if client is None:
+            if self._ssl is None:
+                cafile = str(self._policy.ca_file) if self._policy.ca_file else None
+                self._ssl = ssl.create_default_context(cafile=cafile)
+            p = self._policy
+            client = httpx.Client(
+                trust_env=False,
+                proxy=proxy,
+                verify=self._ssl,
+                timeout=httpx.Timeout(
+                    connect=p.connect_timeout_s, read=p.read_timeout_s, write=p.read_timeout_s, pool=p.connect_timeout_s
+                ),
+                headers={"Accept-Encoding": "identity", "User-Agent": f"harmonic-installer/{__version__}"},
+                follow_redirects=True,
+                transport=self._transport,
+            )
+            self._clients[proxy] = client
+        return client
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Progress.
+
+
+class _Meter:
+    """Stall detection, the wall-time budget and progress reports, consulted only every so often."""
+
+    __slots__ = (
+        "_callback",
+        "_cb_interval",
+        "_cb_only",
+        "_clock",
+        "_deadline",
+        "_label",
+        "_last_pct",
+        "_lg",
+        "_log_interval",
+        "_min_rate",
+        "_next_cb",
+        "_next_log",
+        "_offset",
+        "_started",
+        "_total",
+        "_url_shown",
+        "_win_bytes",
+        "_win_len",
+        "_win_start",
+    )
+
+    def __init__(
+        self,
+        t: _Transfer,
+        policy: DownloadPolicy,
+        *,
+        clock: Callable[[], float],
+        callback: ProgressCallback | None,
+        offset: int,
+        total: int | None,
+        deadline: float,
+    ) -> None:
+        self._lg = t.lg
+        self._url_shown = t.url_shown
+        self._label = t.spec.label or t.spec.filename
+        self._clock = clock
+        self._callback = callback
+        self._cb_interval = 0.25
+        self._log_interval = policy.progress_interval_s
+        self._min_rate = policy.stall_min_rate
+        self._win_len = policy.stall_window_s
+        self._deadline = deadline
+        self._offset = offset
+        self._total = total
+        self._started = 0.0
+        self._win_start = 0.0
+        self._win_bytes = offset
+        self._next_log = 0.0
+        self._next_cb = 0.0
+        self._last_pct = -1
+        self._cb_only = callback is not None
+
+    def start(self) -> tuple[float, int]:
+        now = self._clock()
+        self._started = self._win_start = now
+        self._next_log = now + self._log_interval
+        self._next_cb = now
+        self._last_pct = self._pct(self._offset) // 10 * 10
+        return self._schedule(self._offset)
+
+    def _pct(self, done: int) -> int:
+        return int(done * 100 // self._total) if self._total else 0
+
+    def _schedule(self, done: int) -> tuple[float, int]:
+        check_at = min(self._next_log, self._win_start + self._win_len, self._deadline)
+        if self._callback is not None:
+            check_at = min(check_at, self._next_cb)
+        next_mark = (self._last_pct + 10) * self._total // 100 + 1 if self._total else 1 << 62
+        return check_at, max(next_mark - self._offset, done - self._offset + 1)
+
+    def check(self, done: int, now: float) -> tuple[float, int]:
+        if now >= self._deadline:
+            raise _OverBudget(
+                f"downloading {self._url_shown}: the wall-time budget ran out at {_human(done)} of "
+                f"{_human(self._total) if self._total else 'unknown'} (download.max_time_s)"
+            )
+        if now >= self._win_start + self._win_len:
+            rate = (done - self._win_bytes) / max(now - self._win_start, 1e-9)
+            if self._min_rate and rate < self._min_rate:
+                raise _Transient(
+                    f"stalled: {rate:.0f} B/s for {now - self._win_start:.0f} s, below {self._min_rate} B/s "
+                    f"(download.stall_min_rate, download.stall_window_s)"
+                )
+            self._win_start, self._win_bytes = now, done
+        pct = self._pct(done)
+        if pct >= self._last_pct + 10 or now >= self._next_log:
+            if pct >= self._last_pct + 10:
+                self._last_pct = pct // 10 * 10
+            self._next_log = now + self._log_interval
+            self._report(done, now)
+        if self._callback is not None and now >= self._next_cb:
+            self._next_cb = now + self._cb_interval
+            self._callback(self._label, done, self._total)
+        return self._schedule(done)
+
+    def finish(self, done: int) -> None:
+        if self._callback is not None:
+            self._callback(self._label, done, self._total)
+
+    def _report(self, done: int, now: float) -> None:
+        elapsed = max(now - self._started, 1e-9)
+        rate = (done - self._offset) / elapsed
+        eta = (self._total - done) / rate if self._total and rate > 0 else None
+        pct = round(done * 100 / self._total, 1) if self._total else None
+        summary = f"{_human(done)} of {_human(self._total) if self._total else '?'}"
+        if pct is not None:
+            summary += f" ({pct:.0f}%)"
+        summary += f", {_human(rate)}/s"
+        if eta is not None:
+            summary += f", ETA {_duration(eta)}"
+        emit = self._lg.debug if self._cb_only else self._lg.info
+        emit(
+            "download.progress",
+            done_bytes=done,
+            total_bytes=self._total,
+            percent=pct,
+            rate_bytes_s=int(rate),
+            eta_s=None if eta is None else round(eta),
+            summary=summary,
+        )
+
+
+class ProgressBar:
+    """A one-line progress bar for a terminal, usable as `Downloader(on_progress=...)`."""
+
+    def __init__(self, stream: IO[str], *, width: int = 30, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stream = stream
+        self._width = width
+        self._clock = clock
+        self._first: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, label: str, done: int, total: int | None) -> None:
+        now = self._clock()
+        start_time, start_done = self._first.setdefault(label, (now, done))
+        rate = (done - start_done) / (now - start_time) if now > start_time else 0.0
+        if total:
+            frac = min(done / total, 1.0)
+            filled = int(frac * self._width)
+            bar = "#" * filled + "-" * (self._width - filled)
+            eta = f" ETA {_duration((total - done) / rate)}" if rate > 0 and done < total else ""
+            line = f"{label} [{bar}] {frac * 100:5.1f}% {_human(done)}/{_human(total)} {_human(rate)}/s{eta}"
+        else:
+            line = f"{label} {_human(done)} {_human(rate)}/s"
+        end = "\n" if total and done >= total else ""
+        self._stream.write(f"\r{line}\x1b[K{end}")
+        self._stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def _is_safe_name(name: str) -> bool:
+    return len(name) <= _MAX_NAME and bool(_SAFE_NAME.match(name)) and ".." not in name and "\n" not in name
+
+
+def _parse_sums(body: bytes, shown: str) -> dict[str, str]:
+    """Strictly parse `sha256sum` output: '<64 hex> <space or *><plain name>' per line."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DownloadError(f"verifying {shown}: not UTF-8 text; not a checksum file") from None
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        if line.endswith("\r"):
+            raise DownloadError(f"verifying {shown}: line {number} ends with CR (Windows line endings)")
+        match = _SUMS_LINE.fullmatch(line)
+        if match is None:
+            raise DownloadError(
+                f"verifying {shown}: line {number} is malformed (expected '<64 hex digits>  <file name>'): "
+                f"{line[:100]!r}"
+            )
+        digest, name = match.group(1).lower(), match.group(3)
+        if "/" in name or "\\" in name or ".." in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise DownloadError(
+                f"verifying {shown}: line {number} names {name[:100]!r}, which is not a plain file name"
+            )
+        if name in entries:
+            raise DownloadError(f"verifying {shown}: line {number} lists {name!r} a second time")
+        entries[name] = digest
+    return entries
+
+
+def _disposition_filename(header: str) -> str | None:
+    """The file name in a Content-Disposition header (filename* preferred), undecoded paths kept as is."""
+    if not header:
+        return None
+    star = re.search(r"filename\*\s*=\s*([^;]+)", header, re.IGNORECASE)
+    if star:
+        value = star.group(1).strip()
+        _charset, _, rest = value.partition("'")
+        _lang, _, encoded = rest.partition("'")
+        return unquote(encoded or value, errors="replace")
+    plain = re.search(r'filename\s*=\s*("((?:[^"\\]|\\.)*)"|[^;\s]+)', header, re.IGNORECASE)
+    if plain:
+        quoted = plain.group(2)
+        return re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else plain.group(1)
+    return None
+
+
+def _content_length(resp: httpx.Response) -> int | None:
+    raw = resp.headers.get("content-length")
+    if raw is None or not raw.strip().isdigit():
+        return None
+    return int(raw)
+
+
+def _content_range(raw: str) -> tuple[int | None, int | None, int | None]:
+    match = _CONTENT_RANGE.fullmatch(raw.strip())
+    if match is None:
+        return None, None, None
+    start, end, total = match.groups()
+
+    def num(value: str | None) -> int | None:
+        return int(value) if value is not None and value != "*" else None
+
+    return num(start), num(end), num(total)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    raw = resp.headers.get("retry-after", "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        return float(raw)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = datetime.now(timezone.utc)
+    date = resp.headers.get("date")
+    if date:  # measure against the server's own clock: a freshly booted node's clock may be wrong
+        with contextlib.suppress(TypeError, ValueError):
+            now = email.utils.parsedate_to_datetime(date)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _looks_like_html(head: bytes) -> bool:
+    start = head[:512].lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+def _html_title_from(head: bytes) -> str:
+    match = re.search(rb"<title[^>]*>([^<]{1,120})", head[:4096], re.IGNORECASE)
+    if not match:
+        return ""
+    return f": {match.group(1).decode('utf-8', 'replace').strip()!r}"
+
+
+def _html_title(resp: httpx.Response) -> str:
+    with contextlib.suppress(httpx.HTTPError):
+        for chunk in resp.iter_raw():
+            return _html_title_from(chunk)
+    return ""
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    hasher, size = _hash_prefix(path, None)
+    return hasher.hexdigest(), size
+
+
+def _hash_prefix(path: Path, limit: int | None) -> tuple[Any, int]:
+    """A sha256 object over the first `limit` bytes of `path` (all of it when None), and the count hashed."""
+    hasher = hashlib.sha256()
+    done = 0
+    with open(path, "rb", buffering=0) as f:
+        while limit is None or done < limit:
+            want = _HASH_BLOCK if limit is None else min(_HASH_BLOCK, limit - done)
+            block = f.read(want)
+            if not block:
+                break
+            hasher.update(block)
+            done += len(block)
+    return hasher, done
+
+
+def _ensure_dir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o755)  # noqa: S103 - ostree-production and operators read it
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _proxy_shown(proxy: str | None) -> str:
+    return redact_url(proxy) if proxy else "direct"
+
+
+def _human(n: float) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

@@ -1,0 +1,104 @@
+"""dpkg: install the verified vendor debs together, and tell what is already installed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from harmonic_installer.download import VerifiedArtifact
+from harmonic_installer.errors import CommandError, PackageError
+from harmonic_installer.runner import Runner
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class DebInfo:
+    """A .deb's identity, read from its control file."""
+
+    path: Path
+    package: str
+    version: str
+    architecture: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledPackages:
+    """The outcome of the package step."""
+
+    packages: tuple[DebInfo, ...]
+    skipped: bool  # exactly these versions were installed already
+
+
+def inspect(runner: Runner, artifact: VerifiedArtifact) -> DebInfo:
+    """Read Package, Version and Architecture from a verified .deb."""
+    try:
+        result = runner.run(["dpkg-deb", "--field", str(artifact.path), "Package", "Version", "Architecture"])
+    except CommandError as exc:
+        raise PackageError(
+            f"{artifact.path.name} is not a readable Debian package: {exc.output_tail.strip()[-200:] or exc}",
+            exc.output_tail,
+        ) from exc
+    fields = {}
+    for line in result.output.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    if not fields.get("Package") or not fields.get("Version"):
+        raise PackageError(f"{artifact.path.name} has no Package/Version in its control file")
+    return DebInfo(artifact.path, fields["Package"], fields["Version"], fields.get("Architecture", ""))
+
+
+def installed_version(runner: Runner, package: str) -> str | None:
+    """The installed version of `package`, or None when it is not fully installed."""
+    result = runner.run(["dpkg-query", "--show", "--showformat=${Status}\t${Version}", package], check=False)
+    if result.returncode != 0:
+        return None
+    status, _, version = result.output.strip().partition("\t")
+    return version if status == "install ok installed" else None
+
+
+def install(
+    runner: Runner,
+    artifacts: Sequence[VerifiedArtifact],
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+) -> InstalledPackages:
+    """Install all debs in one non-interactive `dpkg -i` call, unless exactly these versions are installed.
+
+    Raises:
+        PackageError: a deb is unreadable or dpkg failed (its output is in the log and the details).
+    """
+    debs = tuple(inspect(runner, a) for a in artifacts)
+    if all(installed_version(runner, d.package) == d.version for d in debs):
+        log.info("packages.already_installed", packages=[f"{d.package}={d.version}" for d in debs])
+        return InstalledPackages(debs, skipped=True)
+    child_env = {**env, "DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+    argv = ["dpkg", "--install", "--force-confdef", "--force-confold", *(str(d.path) for d in debs)]
+    try:
+        runner.run(argv, env=child_env, timeout=timeout, log_output=True)
+    except CommandError as exc:
+        last = _last_error_line(exc.output_tail) or str(exc)
+        raise PackageError(
+            f"dpkg could not install {', '.join(d.package for d in debs)}: {last}",
+            exc.output_tail,
+        ) from exc
+    missing = [d for d in debs if installed_version(runner, d.package) != d.version]
+    if missing:
+        raise PackageError(
+            "dpkg finished but these are not installed: " + ", ".join(f"{d.package}={d.version}" for d in missing)
+        )
+    log.info("packages.installed", packages=[f"{d.package}={d.version}" for d in debs])
+    return InstalledPackages(debs, skipped=False)
+
+
+def _last_error_line(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "error" in line.lower() or "depends on" in line or "problem" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,157 @@
+"""Read-only checks before anything changes: root, the target disk, the tools, the directories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from harmonic_installer.config import Settings
+from harmonic_installer.disks import DiskInfo, DiskProbe
+from harmonic_installer.errors import NotATargetHost, PreflightError
+
+log = structlog.get_logger()
+
+REQUIRED_TOOLS = ("dpkg", "dpkg-query", "dpkg-deb")
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightReport:
+    """What preflight found: the disk to write and how it was chosen."""
+
+    disk: DiskInfo
+    selected_by: str  # "path /dev/sda" or "hints serial=..., min_size_gib=..."
+    tools: tuple[str, ...]
+
+
+def check(
+    settings: Settings,
+    probe: DiskProbe,
+    *,
+    geteuid: Callable[[], int] = os.geteuid,
+    which: Callable[[str], str | None] = shutil.which,
+) -> PreflightReport:
+    """Run every read-only check; raise on the first that fails.
+
+    Raises:
+        NotATargetHost: the configured disk path does not exist (exit 0, nothing done).
+        PreflightError: anything else that makes this host or disk unfit (exit 3).
+    """
+    if geteuid() != 0:
+        raise PreflightError("harmonic-install must run as root (it installs packages and writes a disk)")
+    disk, selected_by = select_disk(settings, probe)
+    check_disk(disk, allow_removable=settings.allow_removable)
+    tools = []
+    for tool in REQUIRED_TOOLS:
+        found = which(tool)
+        if found is None:
+            raise PreflightError(f"required tool {tool} is not installed (PATH={os.environ.get('PATH', '')})")
+        tools.append(found)
+    for directory in (settings.working_dir, settings.iso_dir):
+        if directory.exists() and not directory.is_dir():
+            raise PreflightError(f"{directory} exists but is not a directory")
+    log.info("preflight.disk_selected", disk=disk.describe(), selected_by=selected_by)
+    return PreflightReport(disk=disk, selected_by=selected_by, tools=tuple(tools))
+
+
+def select_disk(settings: Settings, probe: DiskProbe) -> tuple[DiskInfo, str]:
+    """The target disk: by hints when any is set, else by path (a node or a /dev/disk/by-* link)."""
+    hints = settings.disk_hints
+    explicit_path = settings.sources.get("disk.device", "default") != "default"
+    if hints:
+        candidates = [d for d in probe.disks() if _matches(d, hints)]
+        wanted = ", ".join(f"{k}={v}" for k, v in hints.items())
+        if explicit_path and settings.disk_device:
+            candidates = [d for d in candidates if _same_device(d, settings.disk_device)]
+            wanted += f", device={settings.disk_device}"
+        if len(candidates) != 1:
+            listing = "; ".join(d.describe() for d in probe.disks()) or "none"
+            what = "no disk matches" if not candidates else f"{len(candidates)} disks match"
+            raise PreflightError(f"{what} the disk hints ({wanted}); disks on this host: {listing}")
+        return candidates[0], f"hints {wanted}"
+
+    path = settings.disk_device
+    if path is None:
+        raise PreflightError("no target disk configured (disk.device or disk hints)")
+    real = os.path.realpath(path)
+    if not real.startswith("/dev/"):
+        raise PreflightError(f"disk {path} resolves to {real}, which is not under /dev")
+    try:
+        disk = probe.lookup(path)
+    except ValueError as exc:
+        raise PreflightError(f"disk {path}: {exc}") from None
+    if disk is None:
+        raise NotATargetHost(f"disk {path} not found: this host is not a Harmonic cOS target; nothing done")
+    return disk, f"path {path}"
+
+
+def check_disk(disk: DiskInfo, *, allow_removable: bool) -> None:
+    """Refuse a disk that is unsafe or impossible to write; each refusal names the reason and any override."""
+    if disk.devtype != "disk":
+        raise PreflightError(f"{disk.path} is a partition of {disk.parent}: give the whole disk")
+    if disk.holds_root:
+        raise PreflightError(f"{disk.path} holds the running system's root filesystem: refusing to overwrite it")
+    if disk.mountpoints:
+        raise PreflightError(
+            f"{disk.path} is in use: mounted at {', '.join(disk.mountpoints)} (unmount it or choose another disk)"
+        )
+    if disk.holders:
+        raise PreflightError(
+            f"{disk.path} is held by {', '.join(disk.holders)} (LVM, RAID or device-mapper): "
+            "deactivate them first (vgchange -an, mdadm --stop, dmsetup remove)"
+        )
+    if disk.read_only:
+        raise PreflightError(f"{disk.path} is read-only")
+    if (disk.removable or disk.usb) and not allow_removable:
+        kind = "a USB disk" if disk.usb else "removable"
+        raise PreflightError(
+            f"{disk.path} is {kind} (often the boot media): refusing; "
+            "set disk.allow_removable=true (--allow-removable) if it really is the target"
+        )
+    if disk.size_bytes <= 0:
+        raise PreflightError(f"{disk.path} reports a size of 0 bytes (no medium?)")
+
+
+def check_image_fits(disk: DiskInfo, image_size: int) -> None:
+    """Refuse a disk smaller than the image (checked once the ISO's size is known)."""
+    if disk.size_bytes < image_size:
+        raise PreflightError(f"{disk.path} is {disk.size_bytes:,} bytes, smaller than the image ({image_size:,} bytes)")
+
+
+def _matches(disk: DiskInfo, hints: dict[str, str | int]) -> bool:
+    for key, want in hints.items():
+        if key == "min_size_gib":
+            if disk.size_bytes < int(want) * 1024**3:
+                return False
+            continue
+        have = getattr(disk, key)
+        if have is None:
+            return False
+        if key == "wwn":
+            if _norm_wwn(str(have)) != _norm_wwn(str(want)):
+                return False
+        elif str(have).strip().lower() != str(want).strip().lower():
+            return False
+    return True
+
+
+def _norm_wwn(value: str) -> str:
+    value = value.strip().lower()
+    return value.removeprefix("0x").removeprefix("naa.").removeprefix("eui.")
+
+
+def _same_device(disk: DiskInfo, path: str) -> bool:
+    return os.path.realpath(path) == os.path.realpath(disk.path) or path in disk.links
+
+
+def describe_path(path: Path) -> str:
+    """A directory with its free space, for the plan output."""
+    try:
+        free = shutil.disk_usage(path).free
+        return f"{path} ({free / 2**30:.1f} GiB free)"
+    except OSError:
+        return f"{path} (will be created)"

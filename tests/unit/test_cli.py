@@ -1,0 +1,199 @@
+"""cli: script-compatible flags, nothing happens before options parse, every exit code is reachable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harmonic_installer import cli, config, plan
+from harmonic_installer.errors import ExitCode
+from tests.unit.fakes import FakeDisks, FakeRunner, disk
+from tests.unit.test_plan import Site, make_world, site  # noqa: F401 - fixture
+
+
+class Boom:
+    """A deps factory that must not be called (nothing may happen)."""
+
+    def __call__(self, settings: config.Settings) -> plan.Deps:
+        raise AssertionError("deps were built: something would have happened")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("HARMONIC_"):
+            monkeypatch.delenv(name)
+    empty = tmp_path / "cmdline"
+    empty.write_text("BOOT_IMAGE=/vmlinuz quiet\n")
+    monkeypatch.setenv("HARMONIC_CMDLINE_FILE", str(empty))
+
+
+def test_help_touches_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """-h prints usage with the exit codes and builds no dependency (no disk, no network)."""
+    assert cli.main(["-h"], deps_factory=Boom()) == 0
+    out = capsys.readouterr().out
+    assert "-p, --proxy" in out
+    assert "-i, --install" in out
+    assert "Exit codes" in out
+
+
+def test_help_wins_even_when_combined(capsys: pytest.CaptureFixture[str]) -> None:
+    """-pih prints help and does nothing else."""
+    assert cli.main(["-pih"], deps_factory=Boom()) == 0
+    assert "Usage" in capsys.readouterr().out
+
+
+def test_bad_flag_is_usage_error_and_touches_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown flag exits 2 with a one-line reason, nothing built."""
+    assert cli.main(["-x"], deps_factory=Boom()) == ExitCode.USAGE
+    assert "No such option" in capsys.readouterr().err
+
+
+def test_bad_setting_value_exits_2_naming_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad --server-url exits 2 with the key named and no traceback."""
+    assert cli.main(["-i", "--server-url", "ftp://127.0.0.1/"], deps_factory=Boom()) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "server.url" in err
+    assert "Traceback" not in err
+
+
+def test_without_i_prints_the_plan(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Plain `harmonic-install -p` prints the plan with resolved settings and changes nothing."""
+    runner = FakeRunner()
+    factory = lambda s: plan.Deps(runner=runner, disks=FakeDisks([disk()]), environ={}, geteuid=lambda: 0)  # noqa: E731
+    assert cli.main(["-pv", "--server-url", "http://127.0.0.2:9"], deps_factory=factory) == 0
+    out = capsys.readouterr().out
+    assert "Plan (nothing changed" in out
+    assert "http://127.0.0.2:9/apollo/latest" in out
+    assert "via http://proxy4.spoc.charterlab.com:8080" in out
+    assert runner.calls == []
+
+
+def test_dry_run_with_i_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    """-i --dry-run is the plan too."""
+    factory = lambda s: plan.Deps(runner=FakeRunner(), disks=FakeDisks([]), environ={}, geteuid=lambda: 0)  # noqa: E731
+    assert cli.main(["-i", "--dry-run", "--server-url", "http://127.0.0.1:9"], deps_factory=factory) == 0
+    assert "Plan" in capsys.readouterr().out
+
+
+def test_combined_flags_and_json_install(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """`-pvi` parses like the script; the JSON report lists every step; proxy bypassed for loopback."""
+    world = make_world()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ostree-production").write_text("#!/bin/sh\n")
+    (bindir / "ostree-production").chmod(0o755)
+    seen: list[config.Settings] = []
+
+    def factory(s: config.Settings) -> plan.Deps:
+        seen.append(s)
+        return plan.Deps(
+            runner=world.runner,
+            disks=FakeDisks([disk(size_bytes=10**9)]),
+            environ={"PATH": f"{bindir}:/usr/bin:/bin"},
+            geteuid=lambda: 0,
+            sleep=lambda s: None,
+        )
+
+    args = [
+        "-pvi",
+        "--json",
+        "--no-reboot",
+        "--server-url",
+        site.url,
+        "--proxy-url",
+        "http://127.0.0.1:1",
+        "--no-proxy",
+        "127.0.0.0/8",
+        "--iso-release",
+        "release-9.9.9.0-1+test",
+        "--working-dir",
+        str(tmp_path / "work"),
+        "--iso-dir",
+        str(tmp_path / "data"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    assert cli.main(args, deps_factory=factory) == 0
+    assert seen[0].proxy_enabled
+    assert seen[0].verbose
+    assert seen[0].install
+    report = json.loads(capsys.readouterr().out)
+    assert report["outcome"] == "installed"
+    assert [s["name"] for s in report["steps"]] == list(plan.STEPS)
+    assert report["steps"][-1]["status"] == "skipped"
+
+
+def test_failure_prints_one_line_and_exit_code(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """A failed step prints `FAILED at step X: cause (exit N)` on stderr and returns N."""
+    world = make_world(dpkg_rc=1)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    factory = lambda s: plan.Deps(  # noqa: E731
+        runner=world.runner,
+        disks=FakeDisks([disk(size_bytes=10**9)]),
+        environ={"PATH": str(bindir)},
+        geteuid=lambda: 0,
+        sleep=lambda s: None,
+    )
+    rc = cli.main(
+        [
+            "-i",
+            "--server-url",
+            site.url,
+            "--iso-release",
+            "release-9.9.9.0-1+test",
+            "--working-dir",
+            str(tmp_path / "w"),
+            "--iso-dir",
+            str(tmp_path / "d"),
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+        deps_factory=factory,
+    )
+    assert rc == ExitCode.PACKAGES
+    err_lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("harmonic-install: FAILED")]
+    assert len(err_lines) == 1
+    assert "at step packages" in err_lines[0]
+    assert err_lines[0].endswith("(exit 5)")
+
+
+def test_not_a_target_exits_0(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """-i on a host without the disk says so and exits 0."""
+    factory = lambda s: plan.Deps(runner=FakeRunner(), disks=FakeDisks([]), environ={}, geteuid=lambda: 0)  # noqa: E731
+    rc = cli.main(["-i", "--server-url", "http://127.0.0.1:9", "--state-dir", str(tmp_path)], deps_factory=factory)
+    assert rc == 0
+    assert "not a Harmonic cOS target" in capsys.readouterr().err
+
+
+def test_precedence_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """file < kernel cmdline < env < flag, as shown by the settings subcommand."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[iso]\nrelease = "from-file"\n[disk]\ndevice = "/dev/sdf"\n[paths]\niso_dir = "/f"\n'
+        '[server]\nurl = "http://127.0.0.1:1"\n'
+    )
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text(
+        "quiet harmonic.iso.release=from-cmdline harmonic.disk.device=/dev/sdc harmonic.server.url=http://127.0.0.1:2\n"
+    )
+    monkeypatch.setenv("HARMONIC_CMDLINE_FILE", str(cmdline))
+    monkeypatch.setenv("HARMONIC_ISO_RELEASE", "from-env")
+    monkeypatch.setenv("HARMONIC_DISK_DEVICE", "/dev/sdd")
+    assert cli.main(["--config", str(cfg), "--disk", "/dev/sde", "--json", "settings"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["paths.iso_dir"] == {"value": "/f", "source": f"file {cfg}"}
+    assert data["server.url"] == {"value": "http://127.0.0.1:2", "source": "kernel command line"}
+    assert data["iso.release"] == {"value": "from-env", "source": "environment HARMONIC_ISO_RELEASE"}
+    assert data["disk.device"] == {"value": "/dev/sde", "source": "flag"}
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the version and exits 0."""
+    assert cli.main(["--version"], deps_factory=Boom()) == 0
+    assert "harmonic-install 0." in capsys.readouterr().out

@@ -1,0 +1,282 @@
+"""plan: the steps run in order, stop at the first failure, never reboot after one, and re-runs continue."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from harmonic_installer import config, plan
+from harmonic_installer.errors import ExitCode
+from harmonic_installer.state import RunLock
+from tests.unit.fakes import FakeDisks, FakeRunner, disk
+
+RELEASE = "release-9.9.9.0-1+test"
+DEBS = ("ostree-upgrade-bootstrap_2.0.41_all.deb", "ostree-upgrade_2.0.41_all.deb")
+
+
+@dataclass
+class Site:
+    url: str
+    root: Path
+    iso: bytes
+
+
+def _write_sums(directory: Path) -> None:
+    lines = [
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != "SHA256SUMS"
+    ]
+    (directory / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """A stdlib web server on loopback laid out like the real one (packages/, apollo/latest, SHA256SUMS)."""
+    root = tmp_path / "www"
+    (root / "packages").mkdir(parents=True)
+    (root / "apollo").mkdir()
+    for name in DEBS:
+        (root / "packages" / name).write_bytes(b"!<arch>\n" + name.encode() * 100)
+    _write_sums(root / "packages")
+    iso = os.urandom(256 * 1024)
+    (root / "apollo" / f"APOLLO_PLATFORM-{RELEASE}.iso").write_bytes(iso)
+    (root / "apollo" / "latest").symlink_to(f"APOLLO_PLATFORM-{RELEASE}.iso")
+    _write_sums(root / "apollo")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Site(f"http://127.0.0.1:{server.server_address[1]}", root, iso)
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class World:
+    runner: FakeRunner
+    installed: dict[str, str]
+    written: list[tuple[str, str]]
+
+
+def make_world(*, dpkg_rc: int = 0, write_rc: int = 0, reboot_rc: int = 0) -> World:
+    installed: dict[str, str] = {}
+    written: list[tuple[str, str]] = []
+
+    def dpkg_deb(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+        name = Path(argv[2]).name.split("_")[0]
+        return 0, f"Package: {name}\nVersion: 2.0.41\nArchitecture: all\n"
+
+    def dpkg_query(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+        pkg = argv[-1]
+        if pkg in installed:
+            return 0, f"install ok installed\t{installed[pkg]}"
+        return 1, f"dpkg-query: no packages found matching {pkg}"
+
+    def dpkg(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+        if dpkg_rc:
+            return dpkg_rc, "dpkg: dependency problems prevent configuration of ostree-upgrade:\n depends on libfoo"
+        for path in argv[4:]:
+            installed[Path(path).name.split("_")[0]] = "2.0.41"
+        return 0, "Setting up ostree-upgrade (2.0.41) ..."
+
+    def ostree(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+        if argv[1] == "list-isos":
+            return 0, f"APOLLO_PLATFORM-{RELEASE}.iso 262144"
+        assert answer == "y", "the confirmation prompt must be answered"
+        if write_rc:
+            return write_rc, "error: write failed at 4096 bytes"
+        written.append((argv[2], argv[4]))
+        return 0, "done"
+
+    runner = FakeRunner(
+        {
+            "dpkg-deb": dpkg_deb,
+            "dpkg-query": dpkg_query,
+            "dpkg": dpkg,
+            "ostree-production": ostree,
+            "systemctl": lambda argv, answer: (reboot_rc, ""),
+        }
+    )
+    return World(runner, installed, written)
+
+
+def make_settings(site: Site, tmp_path: Path, **env: str) -> config.Settings:
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    tool = bindir / "ostree-production"
+    tool.write_text("#!/bin/sh\nexit 99\n")  # found on PATH by the writer; the FakeRunner runs it
+    tool.chmod(0o755)
+    environ = {
+        "HARMONIC_SERVER_URL": site.url,
+        "HARMONIC_PATHS_WORKING_DIR": str(tmp_path / "work"),
+        "HARMONIC_PATHS_ISO_DIR": str(tmp_path / "data"),
+        "HARMONIC_PATHS_STATE_DIR": str(tmp_path / "state"),
+        "HARMONIC_ISO_RELEASE": RELEASE,
+        "HARMONIC_DOWNLOAD_BACKOFF_MAX_S": "0",
+        "HARMONIC_DOWNLOAD_ATTEMPTS": "2",
+        **{f"HARMONIC_{k.upper()}": v for k, v in env.items()},
+    }
+    return config.load(environ=environ, cmdline="", run=config.RunFlags(install=True))
+
+
+def deps(world: World, tmp_path: Path, disks: FakeDisks | None = None) -> plan.Deps:
+    return plan.Deps(
+        runner=world.runner,
+        disks=disks or FakeDisks([disk(size_bytes=10**9)]),
+        environ={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"},
+        geteuid=lambda: 0,
+        sleep=lambda s: None,
+    )
+
+
+def test_full_install_runs_every_step_in_order(site: Site, tmp_path: Path) -> None:
+    """A good run verifies, installs, writes and reboots, in that order, and reports each step."""
+    world = make_world()
+    report = plan.run(make_settings(site, tmp_path), deps(world, tmp_path))
+    assert report.outcome == "installed", report.error
+    assert report.exit_code == 0
+    assert [s.name for s in report.steps] == list(plan.STEPS)
+    assert all(s.status == "ok" for s in report.steps)
+    assert report.release == RELEASE
+    programs = world.runner.programs()
+    assert programs.index("dpkg") < programs.index("ostree-production") < programs.index("systemctl")
+    assert world.written == [("/dev/sda", str(tmp_path / "data" / f"APOLLO_PLATFORM-{RELEASE}.iso"))]
+    assert (tmp_path / "data" / f"APOLLO_PLATFORM-{RELEASE}.iso").read_bytes() == site.iso
+    assert {a.checksum_source for a in report.artifacts} == {"SHA256SUMS"}
+
+
+def test_steps_are_logged_with_durations(site: Site, tmp_path: Path) -> None:
+    """Every step logs step.started and step.finished with its duration and the step name bound."""
+    with capture_logs(processors=[__import__("structlog").contextvars.merge_contextvars]) as logs:
+        plan.run(make_settings(site, tmp_path), deps(make_world(), tmp_path))
+    finished = [e for e in logs if e["event"] == "step.finished"]
+    assert [e["step"] for e in finished] == list(plan.STEPS)
+    assert all(isinstance(e["duration_s"], float) for e in finished)
+
+
+def test_checksum_mismatch_stops_before_packages_and_disk(site: Site, tmp_path: Path) -> None:
+    """A corrupted ISO fails the download step (exit 4): no dpkg, no write, no reboot."""
+    iso = site.root / "apollo" / f"APOLLO_PLATFORM-{RELEASE}.iso"
+    iso.write_bytes(b"X" + site.iso[1:])
+    world = make_world()
+    report = plan.run(make_settings(site, tmp_path), deps(world, tmp_path))
+    assert report.exit_code == ExitCode.DOWNLOAD
+    assert report.failed_step == "download"
+    assert "dpkg" not in world.runner.programs()
+    assert "ostree-production" not in world.runner.programs()
+    assert "systemctl" not in world.runner.programs()
+    assert not (tmp_path / "data" / f"APOLLO_PLATFORM-{RELEASE}.iso").exists()
+    assert [s.status for s in report.steps if s.name in ("packages", "write", "reboot")] == ["not run"] * 3
+
+
+def test_missing_checksum_stops_unless_insecure_flag(site: Site, tmp_path: Path) -> None:
+    """No SHA256SUMS stops the run before anything is installed; the insecure flag allows it, loudly."""
+    (site.root / "packages" / "SHA256SUMS").unlink()
+    world = make_world()
+    report = plan.run(make_settings(site, tmp_path), deps(world, tmp_path))
+    assert report.exit_code == ExitCode.DOWNLOAD
+    assert "dpkg" not in world.runner.programs()
+    with capture_logs() as logs:
+        report = plan.run(
+            make_settings(site, tmp_path, checksums_allow_unverified="true"), deps(make_world(), tmp_path)
+        )
+    assert report.exit_code == 0, report.error
+    assert any(e["log_level"] == "warning" and "unverified" in e["event"] for e in logs)
+
+
+def test_dpkg_failure_exits_5_without_write_or_reboot(site: Site, tmp_path: Path) -> None:
+    """dpkg failing is exit 5 with dpkg's own words; the disk and the reboot are not touched."""
+    world = make_world(dpkg_rc=1)
+    report = plan.run(make_settings(site, tmp_path), deps(world, tmp_path))
+    assert report.exit_code == ExitCode.PACKAGES
+    assert "depends on libfoo" in (report.error or "") or "dependency problems" in (report.error or "")
+    assert "ostree-production" not in world.runner.programs()
+    assert "systemctl" not in world.runner.programs()
+
+
+def test_write_failure_exits_6_without_reboot(site: Site, tmp_path: Path) -> None:
+    """ostree-production failing is exit 6 naming the tool's last line; no reboot."""
+    world = make_world(write_rc=1)
+    report = plan.run(make_settings(site, tmp_path), deps(world, tmp_path))
+    assert report.exit_code == ExitCode.WRITE
+    assert "write failed at 4096 bytes" in (report.error or "")
+    assert "systemctl" not in world.runner.programs()
+
+
+def test_reboot_failure_exits_6(site: Site, tmp_path: Path) -> None:
+    """A failing reboot command is reported (exit 6): the disk is written, reboot by hand."""
+    report = plan.run(make_settings(site, tmp_path), deps(make_world(reboot_rc=1), tmp_path))
+    assert report.exit_code == ExitCode.WRITE
+    assert "reboot by hand" in (report.error or "")
+
+
+def test_no_reboot_setting_skips_reboot(site: Site, tmp_path: Path) -> None:
+    """reboot.enabled=false (--no-reboot) finishes without running the reboot command."""
+    world = make_world()
+    report = plan.run(make_settings(site, tmp_path, reboot_enabled="false"), deps(world, tmp_path))
+    assert report.exit_code == 0
+    assert "systemctl" not in world.runner.programs()
+    assert report.steps[-1].status == "skipped"
+
+
+def test_rerun_reuses_downloads_and_skips_installed_packages(site: Site, tmp_path: Path) -> None:
+    """After a failed reboot, a re-run reuses verified files, skips dpkg and the write, and reboots."""
+    world = make_world(reboot_rc=1)
+    settings = make_settings(site, tmp_path)
+    assert plan.run(settings, deps(world, tmp_path)).exit_code == ExitCode.WRITE
+    world.runner.handlers["systemctl"] = lambda argv, answer: (0, "")
+    world.runner.calls.clear()
+    report = plan.run(settings, deps(world, tmp_path))
+    assert report.exit_code == 0, report.error
+    assert all(a.reused for a in report.artifacts)
+    statuses = {s.name: s.status for s in report.steps}
+    assert statuses["packages"] == "skipped"
+    assert statuses["write"] == "skipped"
+    assert "dpkg" not in world.runner.programs()
+    assert world.runner.programs().count("ostree-production") == 0
+
+
+def test_not_a_target_host_does_nothing(site: Site, tmp_path: Path) -> None:
+    """Without the configured disk the run exits 0 having run no command and fetched nothing."""
+    world = make_world()
+    report = plan.run(make_settings(site, tmp_path), deps(world, tmp_path, FakeDisks([])))
+    assert report.outcome == "not-a-target"
+    assert report.exit_code == 0
+    assert world.runner.calls == []
+    assert not (tmp_path / "data").exists()
+
+
+def test_second_run_while_locked_exits_7(site: Site, tmp_path: Path) -> None:
+    """A run started while another holds the lock exits 7 and touches nothing."""
+    settings = make_settings(site, tmp_path)
+    world = make_world()
+    with RunLock(settings.state_dir):
+        report = plan.run(settings, deps(world, tmp_path))
+    assert report.exit_code == ExitCode.LOCKED
+    assert world.runner.calls == []
+
+
+def test_preview_changes_nothing(site: Site, tmp_path: Path) -> None:
+    """Plan mode lists what -i would do with the resolved URLs and disk, running no command."""
+    world = make_world()
+    report = plan.preview(make_settings(site, tmp_path), deps(world, tmp_path))
+    assert report.outcome == "planned"
+    assert world.runner.calls == []
+    text = " ".join(s.detail for s in report.steps)
+    assert f"{site.url}/apollo/latest" in text
+    assert "/dev/sda" in text
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,118 @@
+"""runner: argv in, CommandResult out; failures, timeouts, answers and interrupts handled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from harmonic_installer.errors import CommandError
+from harmonic_installer.runner import SubprocessRunner
+
+
+def test_success_returns_output_and_logs_argv() -> None:
+    """A successful command returns its combined output; start and finish are logged with argv and rc."""
+    with capture_logs() as logs:
+        result = SubprocessRunner().run(["sh", "-c", "echo out; echo err >&2"])
+    assert result.returncode == 0
+    assert "out" in result.output
+    assert "err" in result.output
+    events = [e for e in logs if e["event"] in {"command.started", "command.finished"}]
+    assert [e["event"] for e in events] == ["command.started", "command.finished"]
+    assert events[1]["argv"] == ["sh", "-c", "echo out; echo err >&2"]
+    assert events[1]["rc"] == 0
+
+
+def test_failure_raises_with_rc_and_tail() -> None:
+    """A non-zero exit raises CommandError carrying argv, rc and the output tail."""
+    with pytest.raises(CommandError) as info:
+        SubprocessRunner().run(["sh", "-c", "echo boom; exit 3"])
+    assert info.value.returncode == 3
+    assert "boom" in info.value.output_tail
+    assert "exit status 3" in str(info.value)
+
+
+def test_check_false_returns_the_failure() -> None:
+    """With check=False a failing command is a result, not an exception."""
+    assert SubprocessRunner().run(["false"], check=False).returncode == 1
+
+
+def test_missing_program_is_a_command_error() -> None:
+    """A program that does not exist gives a one-line CommandError, not an OSError."""
+    with pytest.raises(CommandError, match="cannot run /nonexistent/tool"):
+        SubprocessRunner().run(["/nonexistent/tool"])
+
+
+def _alive(pid: int) -> bool:
+    """True when pid exists and is not a zombie waiting for a reaper."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
+    """A child past its timeout is killed together with its own children."""
+    pidfile = tmp_path / "pid"
+    started = time.monotonic()
+    with pytest.raises(CommandError, match=r"did not finish within 0\.5 s"):
+        SubprocessRunner().run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], timeout=0.5)
+    assert time.monotonic() - started < 10
+    grandchild = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not _alive(grandchild)
+
+
+def test_answer_is_fed_to_prompts() -> None:
+    """answer='y' answers every read on stdin, like the original `yes |`."""
+    script = 'read a; read b; echo "got $a $b"'
+    result = SubprocessRunner().run(["sh", "-c", script], answer="y")
+    assert "got y y" in result.output
+
+
+def test_no_answer_means_eof_on_stdin() -> None:
+    """Without an answer the child reads EOF (a prompt is never left waiting)."""
+    result = SubprocessRunner().run(["sh", "-c", "read a || echo eof"], timeout=10)
+    assert "eof" in result.output
+
+
+def test_env_is_exactly_what_was_given() -> None:
+    """The child's environment is the mapping passed, not ours plus it."""
+    result = SubprocessRunner().run(["/usr/bin/env"], env={"ONLY": "this"})
+    assert result.output.strip() == "ONLY=this"
+
+
+def test_log_output_streams_lines() -> None:
+    """log_output logs each output line as command.output."""
+    with capture_logs() as logs:
+        SubprocessRunner().run(["sh", "-c", "echo one; echo two"], log_output=True)
+    lines = [e["line"] for e in logs if e["event"] == "command.output" and "line" in e]
+    assert lines == ["one", "two"]
+
+
+def test_interrupt_stops_the_child(tmp_path: Path) -> None:
+    """An exception raised while waiting (a signal handler's) stops the child before propagating."""
+    pidfile = tmp_path / "pid"
+
+    class Stop(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Stop
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGUSR1)).start()
+        with pytest.raises(Stop):
+            SubprocessRunner().run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"])
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    child = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not _alive(child)
