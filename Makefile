@@ -2,11 +2,13 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test test-unit lint sandbox-demo pyz deb image clean
+.PHONY: help bootstrap test test-unit test-e2e lint demo sandbox-demo pyz deb image clean
 
 help:
+	@echo "make demo        boot a VM and watch the installer do its whole job (docs/e2e.md)"
 	@echo "make test        set up everything (apt packages, .venv) and run lint + the whole test suite"
 	@echo "make test-unit   unit tests only (fast, no root-only parts)"
+	@echo "make test-e2e    only the VM tests (tests/e2e, a few minutes each under TCG)"
 	@echo "make lint        ruff and mypy --strict"
 	@echo "make sandbox-demo  a complete -p -i install in an isolated root on a loop device (docs/sandbox.md)"
 	@echo "make pyz         dist/harmonic-install.pyz (one file: python3 harmonic-install.pyz -p -i)"
@@ -43,3 +45,9 @@ image: deb
 
 clean:
 	rm -rf dist
+
+test-e2e: bootstrap
+	HARMONIC_E2E=1 scripts/run-tests.sh -m e2e tests/e2e
+
+demo:
+	scripts/demo.sh
