@@ -173,8 +173,9 @@ class UrllibTransport:
 class _Item:
     event: dict[str, Any]
     wall: float  # when the event happened (local clock; the skew is added when it is sent)
-    droppable: bool = False  # progress: stale once the run is over
+    droppable: bool = False  # a repeated progress line: stale once the run is over
     important: bool = False  # the final event: tried even while MAAS looks down, and twice
+    child: bool = False  # an event of a progress child (its finish is sent only if a start got through)
 
 
 class Reporter:
@@ -188,6 +189,7 @@ class Reporter:
         flush_timeout_s: float = 10.0,
         progress_interval_s: float = 60.0,
         log_tail: Callable[[], str] | None = None,
+        retry_wait_s: float = 1.0,
         transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -197,6 +199,7 @@ class Reporter:
         self._flush_timeout = flush_timeout_s
         self._progress_interval = progress_interval_s
         self._log_tail = log_tail
+        self._retry_wait = retry_wait_s
         self._transport = transport or UrllibTransport()
         self._clock = clock
         self._wall = wall
@@ -216,6 +219,7 @@ class Reporter:
         self._failures = 0
         self._cooldown_until = 0.0
         self._warned = False
+        self._children_shown: set[str] = set()  # progress children whose start reached MAAS (worker thread)
 
     # ---- plan.StepObserver ------------------------------------------------------------------------------
 
@@ -232,7 +236,8 @@ class Reporter:
             if name == "download":
                 self._progress.clear()
         for child in children:
-            self._submit(self._event("finish", child, "download finished" if result != "FAIL" else "failed", result))
+            text = "download finished" if result != "FAIL" else "download failed"
+            self._submit(self._event("finish", child, text, result), child=True)
         text = description if status != "skipped" else f"skipped: {description}"
         self._submit(self._event("finish", f"{PARENT}/{name}", text, result))
 
@@ -248,7 +253,7 @@ class Reporter:
                 return
             child = last[1] or f"{PARENT}/download/{_slug(label)}"
             self._progress[label] = (now, child)
-        self._submit(self._event("start", child, _progress_text(label, done, total)), droppable=True)
+        self._submit(self._event("start", child, _progress_text(label, done, total)), droppable=True, child=True)
 
     def run_finished(self, report: InstallReport) -> None:
         """Post the parent's finish: the outcome, and on failure the one-line cause and the log tail."""
@@ -290,7 +295,7 @@ class Reporter:
         stats = self._stats()
         unresolved = stats.submitted - stats.sent - stats.dropped
         stats = Stats(stats.submitted, stats.sent, stats.dropped + unresolved)
-        emit = log.warning if stats.dropped else log.info
+        emit = log.warning if self._warned or unresolved else log.info
         emit("report.summary", sent=stats.sent, dropped=stats.dropped, endpoint=self._shown)
         return stats
 
@@ -337,8 +342,10 @@ class Reporter:
             data = data[data.find(b"\n") + 1 :]
         return [{"path": LOG_FILE_NAME, "encoding": "base64", "content": base64.b64encode(data).decode("ascii")}]
 
-    def _submit(self, event: dict[str, Any], *, droppable: bool = False, important: bool = False) -> None:
-        item = _Item(event, self._wall(), droppable=droppable, important=important)
+    def _submit(
+        self, event: dict[str, Any], *, droppable: bool = False, important: bool = False, child: bool = False
+    ) -> None:
+        item = _Item(event, self._wall(), droppable=droppable, important=important, child=child)
         with self._lock:
             if self._closed:
                 return
@@ -367,7 +374,11 @@ class Reporter:
         if self._abandon.is_set():
             self._drop(item, "run over, flush time used up", quiet=True)
             return
-        if self._closing and item.droppable:
+        name = item.event["name"]
+        if item.child and item.event["event_type"] == "finish" and name not in self._children_shown:
+            self._drop(item, "its start never reached MAAS", quiet=True)
+            return
+        if self._closing and item.droppable and name in self._children_shown:
             self._drop(item, "stale progress at the end of the run", quiet=True)
             return
         if self._clock() < self._cooldown_until and not item.important:
@@ -377,16 +388,18 @@ class Reporter:
         error = ""
         for attempt in range(attempts):
             if attempt:
-                self._abandon.wait(1.0)
+                self._abandon.wait(self._retry_wait)
                 if self._abandon.is_set():
                     break
             error = self._post(item)
             if not error:
+                if item.child:
+                    self._children_shown.add(name)
                 with self._lock:
                     self._sent += 1
                     self._failures = 0
                     self._cooldown_until = 0.0
-                log.debug("report.sent", name=item.event["name"], event_type=item.event["event_type"])
+                self._log(log.debug, "report.sent", name=name, event_type=item.event["event_type"])
                 return
         with self._lock:
             self._failures += 1
@@ -430,23 +443,32 @@ class Reporter:
         skew = int(remote - self._wall())
         if abs(skew - self._skew) <= _SKEW_MIN_CHANGE_S:
             return False
-        log.warning("report.clock_skew", skew_s=skew, previous_s=self._skew, endpoint=self._shown)
+        self._log(log.warning, "report.clock_skew", skew_s=skew, previous_s=self._skew, endpoint=self._shown)
         self._skew = skew
         return True
 
     def _drop(self, item: _Item, reason: str, *, quiet: bool = False) -> None:
+        """Count and log a dropped event: the first failure and a lost final event loudly, routine drops quietly."""
         with self._lock:
             self._dropped += 1
-            first = not self._warned
-            self._warned = True
-        emit = log.debug if quiet and not first else log.warning if first or item.important else log.info
-        emit(
+            first = not quiet and not self._warned
+            self._warned = self._warned or not quiet
+        emit = log.debug if quiet else log.warning if first or item.important else log.info
+        self._log(
+            emit,
             "report.dropped",
             name=item.event["name"],
             event_type=item.event["event_type"],
             reason=reason,
             endpoint=self._shown,
         )
+
+    def _log(self, emit: Callable[..., Any], event: str, **values: Any) -> None:
+        """Log from the worker thread: nothing once the run is over (close() has summarised), never raise."""
+        if self._abandon.is_set():
+            return
+        with contextlib.suppress(Exception):
+            emit(event, **values)
 
 
 def _slug(label: str) -> str:
