@@ -20,12 +20,12 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -35,6 +35,8 @@ import tenacity
 from harmonic_installer import __version__
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
+from harmonic_installer.proxy import ProxyConfig
+from harmonic_installer.runner import Runner
 
 log = structlog.get_logger()
 
@@ -57,26 +59,6 @@ _RELEASE = re.compile(r"^APOLLO_PLATFORM-(.+)\.iso$")
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 _HASH_BLOCK = 1 * MiB
 _WRITE_BUFFER = 1 * MiB
-
-
-class _ProxyDecision(Protocol):
-    """What the downloader needs from proxy.ProxyConfig: the proxy for a URL, or None for direct."""
-
-    def proxy_for(self, url: str) -> str | None: ...
-
-
-class _CommandResult(Protocol):
-    @property
-    def returncode(self) -> int: ...
-
-    @property
-    def output(self) -> str: ...
-
-
-class _Runner(Protocol):
-    """The part of runner.Runner used here (gpgv only)."""
-
-    def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True) -> _CommandResult: ...
 
 
 ProgressCallback = Callable[[str, int, int | None], None]
@@ -257,15 +239,26 @@ class Downloader:
     def __init__(
         self,
         policy: DownloadPolicy,
-        proxy: _ProxyDecision,
+        proxy: ProxyConfig,
         *,
-        runner: _Runner | None = None,
+        runner: Runner | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_progress: ProgressCallback | None = None,
+        progress_bar: IO[str] | None = None,
         disk_free: Callable[[Path], int] | None = None,
     ) -> None:
+        """Args beyond the policy and proxy decision are the injected edges.
+
+        Args:
+            runner: runs gpgv (required when the policy has a keyring).
+            transport: an httpx transport (tests); None for real sockets.
+            clock, sleep: monotonic time and waiting (tests inject fakes).
+            on_progress: called with (label, bytes done, total or None) at most once a second and at the end.
+            progress_bar: a terminal stream to draw a progress bar on; progress log lines then go to debug.
+            disk_free: free bytes of a directory (default: shutil.disk_usage).
+        """
         if policy.keyring is not None and runner is None:
             raise ValueError("a keyring is configured: the Downloader needs a runner for gpgv")
         self._policy = policy
@@ -274,7 +267,12 @@ class Downloader:
         self._transport = transport
         self._clock = clock
         self._sleep = sleep
-        self._on_progress = on_progress
+        self._bar = ProgressBar(progress_bar) if progress_bar is not None else None
+        self._sinks: list[tuple[ProgressCallback, float]] = []
+        if on_progress is not None:
+            self._sinks.append((on_progress, 1.0))
+        if self._bar is not None:
+            self._sinks.append((self._bar, 0.25))
         self._disk_free = disk_free or (lambda path: shutil.disk_usage(path).free)
         self._clients: dict[str | None, httpx.Client] = {}
         self._sums: dict[str, _Sums] = {}
@@ -723,7 +721,8 @@ class Downloader:
             t,
             self._policy,
             clock=self._clock,
-            callback=self._on_progress,
+            sinks=self._sinks,
+            quiet_logs=self._bar is not None,
             offset=offset,
             total=total,
             deadline=deadline,
@@ -732,6 +731,7 @@ class Downloader:
         if offset == 0:
             first = next(chunks, b"")
             if _looks_like_html(first) and not t.spec.filename.endswith((".html", ".htm")):
+                _discard(t.part, t.meta)
                 raise DownloadError(
                     f"downloading {t.url_shown}: the server sent an HTML page (status {resp.status_code}) instead "
                     f"of the file{_html_title_from(first)}"
@@ -852,13 +852,17 @@ class Downloader:
 # Progress.
 
 
+@dataclass(slots=True)
+class _Sink:
+    callback: ProgressCallback
+    interval: float
+    next_at: float = 0.0
+
+
 class _Meter:
     """Stall detection, the wall-time budget and progress reports, consulted only every so often."""
 
     __slots__ = (
-        "_callback",
-        "_cb_interval",
-        "_cb_only",
         "_clock",
         "_deadline",
         "_label",
@@ -866,9 +870,10 @@ class _Meter:
         "_lg",
         "_log_interval",
         "_min_rate",
-        "_next_cb",
         "_next_log",
         "_offset",
+        "_quiet_logs",
+        "_sinks",
         "_started",
         "_total",
         "_url_shown",
@@ -883,7 +888,8 @@ class _Meter:
         policy: DownloadPolicy,
         *,
         clock: Callable[[], float],
-        callback: ProgressCallback | None,
+        sinks: list[tuple[ProgressCallback, float]],
+        quiet_logs: bool,
         offset: int,
         total: int | None,
         deadline: float,
@@ -892,8 +898,8 @@ class _Meter:
         self._url_shown = t.url_shown
         self._label = t.spec.label or t.spec.filename
         self._clock = clock
-        self._callback = callback
-        self._cb_interval = 0.25
+        self._sinks = [_Sink(callback, interval) for callback, interval in sinks]
+        self._quiet_logs = quiet_logs
         self._log_interval = policy.progress_interval_s
         self._min_rate = policy.stall_min_rate
         self._win_len = policy.stall_window_s
@@ -904,15 +910,13 @@ class _Meter:
         self._win_start = 0.0
         self._win_bytes = offset
         self._next_log = 0.0
-        self._next_cb = 0.0
-        self._last_pct = -1
-        self._cb_only = callback is not None
+        self._last_pct = 0
 
     def start(self) -> tuple[float, int]:
+        """Begin timing; returns (clock time, bytes received) at which `check` must next be called."""
         now = self._clock()
         self._started = self._win_start = now
         self._next_log = now + self._log_interval
-        self._next_cb = now
         self._last_pct = self._pct(self._offset) // 10 * 10
         return self._schedule(self._offset)
 
@@ -921,16 +925,18 @@ class _Meter:
 
     def _schedule(self, done: int) -> tuple[float, int]:
         check_at = min(self._next_log, self._win_start + self._win_len, self._deadline)
-        if self._callback is not None:
-            check_at = min(check_at, self._next_cb)
-        next_mark = (self._last_pct + 10) * self._total // 100 + 1 if self._total else 1 << 62
+        for sink in self._sinks:
+            check_at = min(check_at, sink.next_at)
+        next_mark = -(-(self._last_pct + 10) * self._total // 100) if self._total else 1 << 62
         return check_at, max(next_mark - self._offset, done - self._offset + 1)
 
     def check(self, done: int, now: float) -> tuple[float, int]:
+        """Enforce the budget and the minimum rate, report progress; returns the next check point."""
         if now >= self._deadline:
             raise _OverBudget(
                 f"downloading {self._url_shown}: the wall-time budget ran out at {_human(done)} of "
-                f"{_human(self._total) if self._total else 'unknown'} (download.max_time_s)"
+                f"{_human(self._total) if self._total else 'unknown'} (download.max_time_s); "
+                "a re-run continues from there"
             )
         if now >= self._win_start + self._win_len:
             rate = (done - self._win_bytes) / max(now - self._win_start, 1e-9)
@@ -942,18 +948,19 @@ class _Meter:
             self._win_start, self._win_bytes = now, done
         pct = self._pct(done)
         if pct >= self._last_pct + 10 or now >= self._next_log:
-            if pct >= self._last_pct + 10:
-                self._last_pct = pct // 10 * 10
+            self._last_pct = max(self._last_pct, pct // 10 * 10)
             self._next_log = now + self._log_interval
             self._report(done, now)
-        if self._callback is not None and now >= self._next_cb:
-            self._next_cb = now + self._cb_interval
-            self._callback(self._label, done, self._total)
+        for sink in self._sinks:
+            if now >= sink.next_at:
+                sink.next_at = now + sink.interval
+                sink.callback(self._label, done, self._total)
         return self._schedule(done)
 
     def finish(self, done: int) -> None:
-        if self._callback is not None:
-            self._callback(self._label, done, self._total)
+        """Tell every progress sink the final count."""
+        for sink in self._sinks:
+            sink.callback(self._label, done, self._total)
 
     def _report(self, done: int, now: float) -> None:
         elapsed = max(now - self._started, 1e-9)
@@ -966,7 +973,7 @@ class _Meter:
         summary += f", {_human(rate)}/s"
         if eta is not None:
             summary += f", ETA {_duration(eta)}"
-        emit = self._lg.debug if self._cb_only else self._lg.info
+        emit = self._lg.debug if self._quiet_logs else self._lg.info
         emit(
             "download.progress",
             done_bytes=done,
@@ -979,7 +986,7 @@ class _Meter:
 
 
 class ProgressBar:
-    """A one-line progress bar for a terminal, usable as `Downloader(on_progress=...)`."""
+    """A one-line progress bar for a terminal (what `Downloader(progress_bar=stream)` draws)."""
 
     def __init__(self, stream: IO[str], *, width: int = 30, clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream
@@ -1084,18 +1091,20 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return None
     if raw.isdigit():
         return float(raw)
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    when = _http_date(raw)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = datetime.now(timezone.utc)
-    date = resp.headers.get("date")
-    if date:  # measure against the server's own clock: a freshly booted node's clock may be wrong
-        with contextlib.suppress(TypeError, ValueError):
-            now = email.utils.parsedate_to_datetime(date)
+    # Measured against the server's own Date: a freshly booted node's clock may be wrong.
+    now = _http_date(resp.headers.get("date", "")) or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
+
+
+def _http_date(raw: str) -> datetime | None:
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _looks_like_html(head: bytes) -> bool:
