@@ -333,6 +333,7 @@ class Downloader:
                 return self._verified(t, t.final, digest, t.size, reused=False, rename_from=t.part)
             except ChecksumError as exc:
                 _discard(t.part, t.meta)
+                self._drop_client(spec.url)  # the second copy comes over a fresh connection
                 t.lg.warning(
                     "download.checksum_mismatch",
                     expected=t.expected.sha256,
@@ -368,8 +369,8 @@ class Downloader:
                 basename = unquote(urlsplit(spec.url).path.rsplit("/", 1)[-1])
                 if basename and basename not in candidates:
                     candidates.append(basename)  # 'latest' may be listed under its URL name
-                if spec.adopt_server_name and spec.filename not in candidates:
-                    candidates.append(spec.filename)
+                if spec.adopt_server_name and not t.revealed and spec.filename not in candidates:
+                    candidates.append(spec.filename)  # unnamed 'latest': the configured release's entry
                 for candidate in candidates:
                     if candidate in sums.entries:
                         digest = sums.entries[candidate]
@@ -397,11 +398,11 @@ class Downloader:
         if body is None:
             sums = _Sums(None, SOURCE_SUMS)
         else:
-            entries = _parse_sums(body, shown)
             source = SOURCE_SUMS
             if self._policy.keyring is not None:
                 self._check_signature(sums_url, body)
                 source = SOURCE_SUMS_GPG
+            entries = _parse_sums(body, shown)
             log.info("download.sums_loaded", url=shown, entries=len(entries), source=source)
             sums = _Sums(entries, source)
         self._sums[sums_url] = sums
@@ -514,15 +515,15 @@ class Downloader:
 
     # -- the transfer ----------------------------------------------------------------------------------------
 
-    def _retrying(self, what: str, counter: list[int]) -> tenacity.Retrying:
+    def _retrying(self, lg: Any, counter: list[int]) -> tenacity.Retrying:
+        """The retry policy: what is retried (_Transient), how long to wait, when to stop, and the log line."""
         policy = self._policy
         started = self._clock()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning(
+            lg.warning(
                 "download.retry_scheduled",
-                url=what,
                 attempt=state.attempt_number,
                 attempts=policy.attempts,
                 sleep_s=round(state.upcoming_sleep, 2),
@@ -550,7 +551,7 @@ class Downloader:
         counter = [0]
         deadline = started + self._policy.max_time_s
         try:
-            for attempt in self._retrying(t.url_shown, counter):
+            for attempt in self._retrying(t.lg, counter):
                 with attempt:
                     t.attempts += 1
                     self._attempt(t, deadline)
@@ -629,10 +630,11 @@ class Downloader:
         else:
             if offset:
                 t.lg.info("download.restarted", discarded=offset, reason="the server sent the whole file (200)")
-            offset, total, hasher = 0, _content_length(resp), hashlib.sha256()
-            self._write_meta(t, resp, total)
+            reclaimed, offset, total, hasher = offset, 0, _content_length(resp), hashlib.sha256()
         remaining = None if total is None else total - offset
-        self._check_space(t, remaining, total)
+        self._check_space(t, remaining, total, reclaimed if status == 200 else 0)
+        if status == 200:
+            self._write_meta(t, resp, total)
         t.hasher, t.size = hasher, offset
         self._stream(t, resp, offset, total, deadline)
 
@@ -700,11 +702,12 @@ class Downloader:
             json.dump(data, f)
         os.replace(tmp, t.meta)
 
-    def _check_space(self, t: _Transfer, remaining: int | None, total: int | None) -> None:
+    def _check_space(self, t: _Transfer, remaining: int | None, total: int | None, reclaimed: int) -> None:
+        """Fail early when the rest of the file plus the margin exceeds the free space where it lands."""
         if remaining is None:
             t.lg.info("download.size_unknown", reason="the server announced no length")
             return
-        free = self._disk_free(t.spec.dest_dir)
+        free = self._disk_free(t.spec.dest_dir) + reclaimed  # a restarted .part is truncated first
         margin = self._policy.free_space_margin_bytes
         if remaining + margin > free:
             raise DownloadError(
@@ -817,13 +820,18 @@ class Downloader:
                 raise DownloadError(f"downloading {shown}: {type(exc).__name__}: {exc}") from exc
 
         try:
-            result: bytes | None = self._retrying(shown, counter)(once)
+            result: bytes | None = self._retrying(log.bind(url=shown), counter)(once)
         except _Transient as exc:
             raise DownloadError(
                 f"downloading {shown}: {exc.reason}; gave up after {counter[0]} attempts in "
                 f"{self._clock() - started:.0f} s"
             ) from exc
         return result
+
+    def _drop_client(self, url: str) -> None:
+        client = self._clients.pop(self._proxy.proxy_for(url), None)
+        if client is not None:
+            client.close()
 
     def _client(self, url: str) -> httpx.Client:
         proxy = self._proxy.proxy_for(url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import select
 import socket
 import struct
 import threading
@@ -262,12 +263,18 @@ class FaultProxy:
             client.close()
             return
         upstream.settimeout(None)
-        threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+        done = threading.Event()
+        pump = threading.Thread(target=_pump, args=(client, upstream, done), daemon=True)
+        pump.start()
         try:
             self._respond(upstream, client, fault)
         except OSError:
             pass
         finally:
+            done.set()
+            pump.join(timeout=1)
+            with suppress(OSError):
+                upstream.shutdown(socket.SHUT_RDWR)
             for s in (client, upstream):
                 with suppress(OSError):
                     s.close()
@@ -290,9 +297,11 @@ class FaultProxy:
             client.sendall(data)
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: socket.socket, dst: socket.socket, done: threading.Event) -> None:
     try:
-        while True:
+        while not done.is_set():
+            if not select.select([src], [], [], 0.02)[0]:
+                continue
             data = src.recv(65536)
             if not data:
                 break

@@ -658,6 +658,20 @@ def test_hostile_content_disposition_falls_back_to_the_configured_name(
     assert len(events(logs, "download.server_name_rejected")) == 1
 
 
+def test_revealed_name_is_not_checked_against_the_configured_release(
+    srv: ScriptedServer, tmp_path: Path, clock: FakeClock
+) -> None:
+    """If 'latest' names a release SHA256SUMS does not list, the configured release's entry is not borrowed."""
+    spec = iso_spec(srv, tmp_path)
+    srv.add("/apollo/SHA256SUMS", sums_line(spec.filename).encode())
+    srv.add(f"/apollo/{ISO_NAME}", CONTENT)
+    srv.add("/apollo/latest", b"", script=[Reply(status=302, body=b"", headers={"Location": f"/apollo/{ISO_NAME}"})])
+    with downloader(clock) as dl, pytest.raises(DownloadError) as err:
+        dl.fetch(spec)
+    assert f"does not list '{ISO_NAME}' or 'latest'" in str(err.value)
+    assert list(spec.dest_dir.iterdir()) == []
+
+
 def test_latest_listed_as_latest_in_sums(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
     """A SHA256SUMS listing the ISO as 'latest' provides its checksum."""
     srv.add("/apollo/SHA256SUMS", sums_line("latest").encode())
