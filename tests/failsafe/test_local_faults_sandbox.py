@@ -496,3 +496,57 @@ def test_no_byte_reaches_the_disk_before_the_write_step(tmp_path: Path, good: We
             case.check("disk unchanged", after == before, f"{after} != {before}")
             case.check("the vendor tool never ran", sandbox.host_path("/var/log/ostree-standin.log") is None)
     case.check("no reboot", not _rebooted(sandbox))
+
+
+def test_files_have_safe_permissions_after_an_install(tmp_path: Path, good: WebRoot, failsafe: Recorder) -> None:
+    """After a real install: state dir 0700, journal and lock 0600, downloads 0644 in root-owned 0755 dirs, and
+    nothing left in the world-writable temporary directories."""
+    case = failsafe.case(
+        "secrets and trust",
+        "file permissions after an install",
+        injected="a complete -i --no-reboot install in the isolated root",
+        expect_exit=0,
+    )
+    web = WebServer(good.root)
+    sandbox = _sandbox(tmp_path)
+    files = [
+        "/run/harmonic-installer",
+        "/run/harmonic-installer/journal.json",
+        "/run/harmonic-installer/lock",
+        "/data",
+        f"/data/{good.iso.name}",
+        "/media/root-rw",
+        *(f"/media/root-rw/{d.name}" for d in good.debs),
+    ]
+    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+        commands = [
+            _installer(web, loop.path, "--no-reboot"),
+            Command(("stat", "-c", "%a %U %n", *files)),
+            Command(("find", "/tmp", "/var/tmp", "/dev/shm", "-mindepth", "1")),
+            Command(("sh", "-c", "ls -A /data /media/root-rw /run/harmonic-installer")),
+        ]
+        result = sandbox.run(commands, web=web, devices=loop.nodes())
+        run = _first(result)
+        case.exit(run.returncode, run.explain())
+    modes = {line.split()[2]: (line.split()[0], line.split()[1]) for line in result.commands[1].stdout.splitlines()}
+    expected = {
+        "/run/harmonic-installer": "700",
+        "/run/harmonic-installer/journal.json": "600",
+        "/run/harmonic-installer/lock": "600",
+        "/data": "755",
+        f"/data/{good.iso.name}": "644",
+        **{f"/media/root-rw/{d.name}": "644" for d in good.debs},
+    }
+    case.check(
+        "state 0600 in a 0700 dir, downloads 0644 in 0755 dirs",
+        all(modes.get(k, ("?",))[0] == v for k, v in expected.items()),
+        result.commands[1].stdout,
+    )
+    case.check(
+        "everything owned by root", all(owner == "root" for _, owner in modes.values()), result.commands[1].stdout
+    )
+    case.check(
+        "nothing left in /tmp, /var/tmp, /dev/shm", result.commands[2].stdout.strip() == "", result.commands[2].stdout
+    )
+    listing = result.commands[3].stdout
+    case.check("no leftover partial or temporary files", ".part" not in listing and ".journal-" not in listing, listing)

@@ -5,6 +5,7 @@ option; files get safe permissions in directories the program owns."""
 
 from __future__ import annotations
 
+import os
 import signal
 import ssl
 import subprocess
@@ -247,4 +248,80 @@ def test_tls_is_verified(tmp_path: Path, failsafe: Recorder, self_signed: tuple[
                 capture_output=True,
                 text=True,
             ).stdout.replace("checksums", ""),
+        )
+
+
+DIR_CASES = [
+    ("ISO dir owned by another user", "data", "chown", "paths.iso_dir", "owned by uid 65534"),
+    ("working dir writable by every user", "work", "chmod", "paths.working_dir", "writable by every user"),
+    ("state dir owned by another user", "state", "chown", "paths.state_dir", "owned by uid 65534"),
+    (
+        "ISO dir inside a directory writable by every user",
+        "shared/data",
+        "chmod-parent",
+        "paths.iso_dir",
+        "writable by every user",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "where", "how", "key", "says"), DIR_CASES, ids=[c[0] for c in DIR_CASES])
+def test_directories_other_users_control_are_refused(
+    tmp_path: Path, failsafe: Recorder, name: str, where: str, how: str, key: str, says: str
+) -> None:
+    """A directory another user could change (owned by them, or writable by everyone without the sticky bit,
+    itself or a parent): exit 3 naming the setting, before any request or any file."""
+    case = failsafe.case("secrets and trust", name, injected=f"{where}: {how} (uid 65534 / mode 0777)", expect_exit=3)
+    host = Host(tmp_path)
+    target = tmp_path / where
+    target.mkdir(parents=True)
+    if how == "chown":
+        os.chown(target, 65534, 65534)
+    elif how == "chmod":
+        target.chmod(0o777)
+    else:
+        target.parent.chmod(0o777)
+    dirs = host.dirs()
+    if where == "shared/data":
+        dirs[dirs.index(str(host.data))] = str(target)
+    with serve(standard_files(ISO)) as site, patterned_disk(tmp_path / "d", 4 * MiB) as loop:
+        run = host.run([*install_args(site, loop.path), *dirs])
+        case.exit(run.returncode, run.explain())
+        line = one_line(run) or ""
+        case.check("message names the setting and the reason", key in line and says in line, line)
+        case.check("no traceback", no_traceback(run), run.explain())
+        case.check("nothing requested", site.requests == [], str(site.requests))
+        case.check("nothing created", list(target.rglob("*")) == [] and host.created() == [], str(host.created()))
+
+
+def test_file_planted_in_a_shared_iso_dir_is_not_reused(tmp_path: Path, failsafe: Recorder) -> None:
+    """In a sticky world-writable ISO dir (like /tmp), a correct ISO planted under the final name by another
+    user is not reused (they could change it after it verifies): it is replaced by our own download."""
+    case = failsafe.case(
+        "secrets and trust",
+        "ISO planted by another user in a shared ISO dir",
+        injected="ISO dir mode 1777; the right ISO under the final name, owned by uid 65534",
+        expect_exit=3,
+    )
+    host = Host(tmp_path)
+    host.data.mkdir()
+    host.data.chmod(0o1777)
+    planted = host.data / ISO_NAME
+    planted.write_bytes(ISO)
+    os.chown(planted, 65534, 65534)
+    with serve(standard_files(ISO)) as site, patterned_disk(tmp_path / "d", MiB) as loop:
+        run = host.run([*install_args(site, loop.path), *host.dirs()])
+        case.exit(run.returncode, run.explain())
+        case.check("stops only at the small disk", "smaller than the image" in (one_line(run) or ""), run.explain())
+        case.check(
+            "the planted file was not reused",
+            any(e.get("event") == "download.existing_untrusted" for e in run.log_events()),
+            run.explain(),
+        )
+        case.check("the ISO was fetched", any(p.endswith(ISO_NAME) for p, _ in site.requests), str(site.requests))
+        st = planted.stat()
+        case.check(
+            "the file in place is ours: root, 0644",
+            st.st_uid == 0 and oct(st.st_mode & 0o777) == "0o644",
+            f"{st.st_uid} {oct(st.st_mode)}",
         )
