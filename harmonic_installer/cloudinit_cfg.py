@@ -28,9 +28,9 @@ import structlog
 
 log = structlog.get_logger()
 
-COMBINED_JSON = Path("/run/cloud-init/combined-cloud-config.json")
-CLOUD_CFG = Path("/etc/cloud/cloud.cfg")
-CLOUD_CFG_D = Path("/etc/cloud/cloud.cfg.d")
+COMBINED_JSON = "/run/cloud-init/combined-cloud-config.json"
+CLOUD_CFG = "/etc/cloud/cloud.cfg"
+CLOUD_CFG_D = "/etc/cloud/cloud.cfg.d"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +49,15 @@ class WebhookConfig:
 
 
 def find_webhook(
-    *, combined: Path = COMBINED_JSON, cfg: Path = CLOUD_CFG, cfg_d: Path = CLOUD_CFG_D
+    *, combined: str = COMBINED_JSON, cfg: str = CLOUD_CFG, cfg_d: str = CLOUD_CFG_D
 ) -> WebhookConfig | None:
     """The MAAS webhook reporter cloud-init is configured with, or None.
 
     Prefers the reporter named `maas`; otherwise the first webhook (by name) with an endpoint.
     """
-    reporting, source = _from_combined(combined)
+    reporting, source = _from_combined(Path(combined))
     if reporting is None:
-        reporting, source = _from_cfg_files(cfg, cfg_d)
+        reporting, source = _from_cfg_files(Path(cfg), Path(cfg_d))
     if not reporting:
         return None
     names = sorted(reporting, key=lambda n: (n != "maas", n))
