@@ -177,3 +177,27 @@ def test_default_paths_are_cloud_inits() -> None:
     """The defaults are where cloud-init keeps its config on Ubuntu."""
     assert cloudinit_cfg.COMBINED_JSON == "/run/cloud-init/combined-cloud-config.json"
     assert cloudinit_cfg.CLOUD_CFG_D == "/etc/cloud/cloud.cfg.d"
+
+
+@pytest.mark.parametrize("flow", [False, True, None])
+def test_subset_reader_agrees_with_pyyaml_on_what_maas_writes(flow: bool | None) -> None:
+    """For MAAS-shaped documents dumped by PyYAML (as MAAS does) the reader returns what yaml.safe_load does."""
+    yaml = pytest.importorskip("yaml")  # a test-only dependency; the runtime never imports it
+    for endpoint in (ENDPOINT, "https://maas.example.com:5443/MAAS/metadata/status/a-b_c", "http://[fd00::2]:5248/x"):
+        for secret in ("dBTHUxgPZe3gGZ3tfW5z64X5EjZaNRwu", "12345", "yes", "a: b", "#x", "it's", "tab\there"):
+            doc = {
+                "datasource": {"MAAS": {"metadata_url": endpoint, "token_secret": secret}},
+                "power_state": {"condition": "test ! -e /tmp/block-reboot", "delay": "now", "mode": "reboot"},
+                "reporting": {
+                    "maas": {
+                        "consumer_key": "Dj9fzjKaSV8MyhUvsd",
+                        "endpoint": endpoint,
+                        "token_key": "gsCXJF5Bmq3qpNa3JH",
+                        "token_secret": secret,
+                        "type": "webhook",
+                    }
+                },
+                "runcmd": [["harmonic-install", "-p", "-i"], "echo done"],
+            }
+            text = "#cloud-config\n" + yaml.safe_dump(doc, default_flow_style=flow)
+            assert reporting_section(text) == yaml.safe_load(text)["reporting"], text
