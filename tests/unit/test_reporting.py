@@ -443,3 +443,33 @@ def test_cli_result_is_the_same_when_maas_misbehaves(
     err = capsys.readouterr().err
     assert "report.dropped" in err
     assert "report.summary" in err
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_plan_mode_and_dry_run_report_nothing(
+    maas: MaasServer,
+    site: Site,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without -i, or with --dry-run, MAAS hears nothing even when configured."""
+    for name, value in maas.environ().items():
+        monkeypatch.setenv(name, value)
+    args = _cli_args(site, tmp_path)
+    assert cli.main(args[1:], deps_factory=_factory(0, tmp_path)) == 0
+    assert cli.main([*args, "--dry-run"], deps_factory=_factory(0, tmp_path)) == 0
+    time.sleep(0.1)
+    assert maas.received() == []
+
+
+def test_interrupted_run_is_reported_as_failed(maas: MaasServer) -> None:
+    """SIGTERM mid-step: the step and the parent finish FAIL with 'INTERRUPTED', the log attached."""
+    rep = reporter_for(maas, log_tail=lambda: "download.progress ...\n")
+    rep.step_started("download", "fetch")
+    rep.step_finished("download", "failed", "interrupted by SIGTERM; a re-run continues where this one stopped")
+    rep.run_finished(report("interrupted", exit_code=143, error="interrupted by SIGTERM", failed_step="download"))
+    rep.close()
+    maas.assert_well_formed()
+    final = maas.received()[-1]
+    assert final["description"] == "INTERRUPTED at step download: interrupted by SIGTERM (exit 143)"
+    assert "harmonic-installer.log" in maas.files()
