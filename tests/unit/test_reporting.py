@@ -4,6 +4,7 @@ delays or changes the install beyond a bounded flush."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,6 +193,25 @@ def test_clock_skew_is_corrected_after_401(maas: MaasServer) -> None:
     assert all(abs(e["timestamp"] - maas.now()) < 60 for e in maas.received())
 
 
+def test_skew_is_shared_with_cloud_init_through_its_skew_file(maas: MaasServer, tmp_path: Path) -> None:
+    """A skew already in /run/oauth_skew.json (cloud-init's format) is used at once; a new one is written back."""
+    maas.skew_s = 3600
+    skew_file = tmp_path / "oauth_skew.json"
+    host = maas.url.split("/")[2]
+    skew_file.write_text(json.dumps({host: 3600, "other:80": 7}))
+    rep = reporter_for(maas, skew_file=str(skew_file))
+    rep.step_started("preflight", "check")
+    assert rep.close().sent == 2
+    assert maas.rejections == []
+    maas.skew_s = -7200
+    rep = reporter_for(maas, skew_file=str(skew_file))
+    rep.step_started("preflight", "check")
+    assert rep.close().sent == 2
+    saved = json.loads(skew_file.read_text())
+    assert saved["other:80"] == 7
+    assert -7210 <= saved[host] <= -7190
+
+
 def test_wrong_credentials_are_dropped_not_retried(maas: MaasServer) -> None:
     """A 401 without a clock problem is not retried: the event is dropped and counted."""
     rep = reporting.Reporter(
@@ -293,10 +313,11 @@ def test_reporting_off_when_disabled_or_unconfigured() -> None:
 
 
 def test_secrets_are_redacted_in_settings_listing() -> None:
-    """`harmonic-install settings` shows *** for the token secret, the key in clear."""
+    """`harmonic-install settings` shows *** for the token secret and key (MAAS trusts the key alone)."""
     rows = {k: v for k, v, _ in config.effective(settings_with(maas_token_secret="s3cr3t", maas_token_key="tk"))}
     assert rows["maas.token_secret"] == "***"
-    assert rows["maas.token_key"] == "tk"
+    assert rows["maas.token_key"] == "***"
+    assert rows["maas.consumer_key"] == ""
     assert "s3cr3t" not in repr(config.effective(settings_with(maas_token_secret="s3cr3t")))
 
 
