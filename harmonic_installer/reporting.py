@@ -101,14 +101,19 @@ def resolve_target(
         "token_key": settings.maas_token_key,
         "token_secret": settings.maas_token_secret,
     }
-    found = None if all(explicit.values()) else find()
+    complete = all(explicit[n] for n in ("endpoint", "consumer_key", "token_key", "token_secret"))
+    found = None if complete else find()
     merged: dict[str, str] = {}
+    borrowed = []
     for name, value in explicit.items():
-        merged[name] = value or (getattr(found, name) if found is not None else "") or ""
+        merged[name] = value or ""
+        if not value and found is not None and getattr(found, name):
+            merged[name] = getattr(found, name)
+            borrowed.append(name)
     sources = []
     if any(explicit.values()):
         sources.append("settings maas.*")
-    if found is not None and any(not v for v in explicit.values()):
+    if found is not None and borrowed:
         sources.append(f"cloud-init {found.source}")
     endpoint = merged["endpoint"]
     if not endpoint:

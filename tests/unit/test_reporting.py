@@ -300,6 +300,19 @@ def test_explicit_settings_win_over_cloud_init_field_by_field(maas: MaasServer) 
     assert "cloud-init" in target.source
 
 
+def test_complete_settings_do_not_read_cloud_init(maas: MaasServer) -> None:
+    """Endpoint, consumer key, token key and secret all set: cloud-init's files are not even read."""
+
+    def find() -> None:
+        raise AssertionError("cloud-init config read although the settings are complete")
+
+    env = {k.removeprefix("HARMONIC_").lower(): v for k, v in maas.environ().items()}
+    target = reporting.resolve_target(settings_with(**env), find=find)
+    assert target is not None
+    assert target.source == "settings maas.*"
+    assert target.token_secret == maas.token_secret
+
+
 def test_reporting_off_when_disabled_or_unconfigured() -> None:
     """maas.enabled=false never reports; auto without any endpoint does not either."""
     from harmonic_installer.cloudinit_cfg import WebhookConfig
