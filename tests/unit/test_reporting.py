@@ -507,3 +507,32 @@ def test_interrupted_run_is_reported_as_failed(maas: MaasServer) -> None:
     final = maas.received()[-1]
     assert final["description"] == "INTERRUPTED at step download: interrupted by SIGTERM (exit 143)"
     assert "harmonic-installer.log" in maas.files()
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_internal_error_still_fails_the_machine_in_maas(
+    maas: MaasServer,
+    site: Site,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug (an unexpected exception) exits 1, and MAAS still gets the parent's FAIL naming it, with the log."""
+    for name, value in maas.environ().items():
+        monkeypatch.setenv(name, value)
+    factory = _factory(0, tmp_path)
+
+    def broken(s: config.Settings) -> plan.Deps:
+        d = factory(s)
+
+        def boom(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+            raise RuntimeError("bug in a handler")
+
+        d.runner.handlers["dpkg-deb"] = boom  # type: ignore[attr-defined]
+        return d
+
+    assert cli.main(_cli_args(site, tmp_path), deps_factory=broken) == 1
+    maas.assert_well_formed()
+    final = maas.received()[-1]
+    assert final["result"] == "FAIL"
+    assert "internal error: RuntimeError('bug in a handler')" in final["description"]
+    assert "harmonic-installer.log" in maas.files()
