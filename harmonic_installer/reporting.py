@@ -223,7 +223,6 @@ class Reporter:
         self._started = False
         self._parent_started = False
         self._progress: dict[str, tuple[float, str]] = {}  # label -> (last report time, child name)
-        self._skew = 0
         self._submitted = 0
         self._sent = 0
         self._dropped = 0
