@@ -338,7 +338,6 @@ class Downloader:
                 except _FinalExists:
                     found = self._reuse(t)
                     if found is not None:
-                        _discard(t.part, t.meta)
                         return found
             assert t.expected is not None
             assert t.hasher is not None
@@ -473,6 +472,7 @@ class Downloader:
             final.unlink()
             return None
         t.lg.info("download.reused", path=str(final), sha256=digest, size=size, release=found.release)
+        _discard(t.part, t.meta)
         return found
 
     def _verified(
@@ -593,6 +593,7 @@ class Downloader:
     def _resume_point(self, t: _Transfer) -> tuple[int, str | None]:
         """(bytes kept, validator) for an existing .part whose sidecar matches; anything else is discarded."""
         t.part_name = None
+        _discard(t.meta.with_name(t.meta.name + ".tmp"))  # left by a kill while the sidecar was written
         if not t.part.exists():
             _discard(t.meta)
             return 0, None
@@ -757,6 +758,7 @@ class Downloader:
             deadline=deadline,
         )
         chunks: Iterator[bytes] = resp.iter_raw()
+        check_at, next_mark = meter.start()
         if offset == 0:
             first = next(chunks, b"")
             if _looks_like_html(first) and not t.spec.filename.endswith((".html", ".htm")):
@@ -769,7 +771,6 @@ class Downloader:
         received = 0
         update = t.hasher.update
         clock = self._clock
-        check_at, next_mark = meter.start()
         fd = os.open(t.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(fd, offset)
@@ -900,6 +901,7 @@ class _Meter:
         "_clock",
         "_deadline",
         "_label",
+        "_last_log",
         "_last_pct",
         "_lg",
         "_log_interval",
@@ -944,12 +946,13 @@ class _Meter:
         self._win_start = 0.0
         self._win_bytes = offset
         self._next_log = 0.0
+        self._last_log = 0.0
         self._last_pct = 0
 
     def start(self) -> tuple[float, int]:
         """Begin timing; returns (clock time, bytes received) at which `check` must next be called."""
         now = self._clock()
-        self._started = self._win_start = now
+        self._started = self._win_start = self._last_log = now
         self._next_log = now + self._log_interval
         self._last_pct = self._pct(self._offset) // 10 * 10
         return self._schedule(self._offset)
@@ -981,9 +984,12 @@ class _Meter:
                 )
             self._win_start, self._win_bytes = now, done
         pct = self._pct(done)
-        if pct >= self._last_pct + 10 or now >= self._next_log:
-            self._last_pct = max(self._last_pct, pct // 10 * 10)
-            self._next_log = now + self._log_interval
+        if pct >= self._last_pct + 10:
+            self._last_pct = pct // 10 * 10
+            # Every 10 %, but not more than once a second (small files) except for the last line.
+            if now >= self._last_log + 1.0 or pct >= 100:
+                self._report(done, now)
+        elif now >= self._next_log:
             self._report(done, now)
         for sink in self._sinks:
             if now >= sink.next_at:
@@ -997,6 +1003,7 @@ class _Meter:
             sink.callback(self._label, done, self._total)
 
     def _report(self, done: int, now: float) -> None:
+        self._last_log, self._next_log = now, now + self._log_interval
         elapsed = max(now - self._started, 1e-9)
         rate = (done - self._offset) / elapsed
         eta = (self._total - done) / rate if self._total and rate > 0 else None
@@ -1251,5 +1258,5 @@ def _human(n: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    s = int(seconds)
+    s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

@@ -781,20 +781,55 @@ def test_proxy_decision_routes_the_request_through_the_proxy(
     assert srv.requests[0].path == "http://localhost:9/p/a.deb"
 
 
-def test_progress_is_logged_every_10_percent(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
-    """Without a callback, download.progress is logged at each 10 % step with bytes, percent, rate and ETA."""
-    data = os.urandom(2 * 1024 * 1024)
-    srv.add("/p/big.iso", data)
-    spec = ArtifactSpec(
-        url=f"{srv.url}/p/big.iso", dest_dir=tmp_path, filename="big.iso", sha256=hashlib.sha256(data).hexdigest()
-    )
-    with capture_logs() as logs, downloader(clock) as dl:
+def test_progress_is_logged_every_10_percent(tmp_path: Path, clock: FakeClock) -> None:
+    """Without a progress bar, download.progress is logged at each 10 % step with bytes, percent, rate and ETA."""
+    data = os.urandom(40 * 50_000)
+
+    def tick() -> None:
+        clock.now += 0.75  # 40 chunks, 30 s in all: each 10 % step is 3 s apart
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        chunks = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
+        headers = {"Content-Length": str(len(data)), "ETag": '"x"'}
+        return httpx.Response(200, headers=headers, stream=stream_response(chunks, {}, tick))
+
+    spec = ArtifactSpec(url="http://127.0.0.1/big.iso", dest_dir=tmp_path, filename="big.iso",
+                        sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+    with capture_logs() as logs, downloader(clock, transport=httpx.MockTransport(handler)) as dl:
         dl.fetch(spec)
     progress = events(logs, "download.progress")
-    assert 5 <= len(progress) <= 11
-    assert progress[-1]["percent"] == 100.0
-    assert {"done_bytes", "total_bytes", "rate_bytes_s", "eta_s", "summary"} <= set(progress[0])
+    assert [p["percent"] for p in progress] == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+    assert progress[4]["summary"] == "976.6 KiB of 1.9 MiB (50%), 65.1 KiB/s, ETA 0:15"
+    assert (progress[4]["rate_bytes_s"], progress[4]["eta_s"]) == (66666, 15)
     assert all(p["log_level"] == "info" for p in progress)
+
+
+def test_progress_is_logged_every_few_seconds_on_a_slow_link(tmp_path: Path, clock: FakeClock) -> None:
+    """Between 10 % steps a line is still logged every progress_interval_s, so a slow link never looks dead."""
+    data = b"s" * 100_000
+
+    def tick() -> None:
+        clock.now += 1.0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        chunks = [data[i : i + 1000] for i in range(0, 20_000, 1000)]  # 20 % in 20 s, then the rest at once
+        chunks.append(data[20_000:])
+        return httpx.Response(200, headers={"Content-Length": str(len(data))}, stream=stream_response(chunks, {}, tick))
+
+    spec = ArtifactSpec(url="http://127.0.0.1/s.iso", dest_dir=tmp_path, filename="s.iso",
+                        sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+    with capture_logs() as logs, downloader(clock, transport=httpx.MockTransport(handler)) as dl:
+        dl.fetch(spec)
+    percents = [p["percent"] for p in events(logs, "download.progress")]
+    assert percents == [5.0, 10.0, 15.0, 20.0, 100.0]
+
+
+def test_small_files_log_progress_once(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """A file fetched in well under a second logs one progress line (100 %), not ten."""
+    srv.add("/p/a.deb", CONTENT)
+    with capture_logs() as logs, downloader(clock) as dl:
+        dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert [p["percent"] for p in events(logs, "download.progress")] == [100.0]
 
 
 def test_progress_callback_gets_the_final_count(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
