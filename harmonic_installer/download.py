@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import hashlib
 import itertools
 import json
@@ -803,7 +804,7 @@ class Downloader:
             _discard(t.part, t.meta)
             raise
         except OSError as exc:
-            raise DownloadError(f"downloading {t.url_shown}: writing {t.part} failed: {exc}") from exc
+            raise _write_failed(t, exc, total) from exc
         meter.finish(offset + received)
 
     # -- small requests --------------------------------------------------------------------------------------
@@ -1224,6 +1225,31 @@ def _ensure_dir(path: Path) -> None:
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o755)  # noqa: S103 - ostree-production and operators read it
+
+
+def _write_failed(t: _Transfer, exc: OSError, total: int | None) -> DownloadError:
+    """The error for a .part that could not be written; a full directory is told with its numbers.
+
+    The .part file and its sidecar are kept: once there is room, a re-run resumes from what reached the disk.
+    """
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return DownloadError(f"downloading {t.url_shown}: writing {t.part} failed: {exc}")
+    try:
+        kept = t.part.stat().st_size
+    except OSError:
+        kept = 0
+    try:
+        usage = shutil.disk_usage(t.spec.dest_dir)
+        room = f"{_human(usage.free)} free of {_human(usage.total)}"
+    except OSError:
+        room = "free space unknown"
+    of = f"of {_human(total)} ({total:,} bytes)" if total is not None else "(total size not announced by the server)"
+    t.lg.error("download.disk_full", part=str(t.part), kept_bytes=kept, total=total, error=str(exc))
+    return DownloadError(
+        f"downloading {t.url_shown}: {t.spec.dest_dir} is full ({exc.strerror}): {_human(kept)} ({kept:,} bytes) "
+        f"{of} written, {room}; the partial file {t.part.name} is kept and a re-run resumes once there is room",
+        f"errno {exc.errno}; part {t.part}; kept {kept} bytes",
+    )
 
 
 def _fsync_dir(path: Path) -> None:
