@@ -684,10 +684,11 @@ class Downloader:
         if resp.history:
             offered.append(("redirect", unquote(resp.url.path.rsplit("/", 1)[-1])))
         suffix = Path(t.spec.filename).suffix
-        for source, raw in offered:
-            name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+        for source, name in offered:
             problem = None
-            if not _is_safe_name(name):
+            if "/" in name or "\\" in name:
+                problem = "a path, not a file name"
+            elif not _is_safe_name(name):
                 problem = "not a plain file name"
             elif suffix and not name.endswith(suffix):
                 problem = f"does not end in {suffix}"
@@ -697,7 +698,7 @@ class Downloader:
                 return name, True
             t.lg.warning(
                 "download.server_name_rejected",
-                offered=repr(raw)[:120],
+                offered=repr(name)[:120],
                 source=source,
                 reason=problem,
                 fallback=t.spec.filename,

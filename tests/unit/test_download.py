@@ -691,6 +691,10 @@ def test_latest_content_disposition_name_is_adopted(srv: ScriptedServer, tmp_pat
     "disposition",
     [
         'attachment; filename="../../etc/cron.d/x"',
+        'attachment; filename="../../etc/cron.d/x.iso"',
+        'attachment; filename="/etc/cron.d/x.iso"',
+        'attachment; filename="..\\..\\x.iso"',
+        "attachment; filename*=UTF-8''x%0A.iso",
         'attachment; filename="/etc/passwd"',
         "attachment; filename*=UTF-8''evil%00.iso",
         "attachment; filename*=UTF-8''..%2F..%2Froot%2F.ssh%2Fauthorized_keys",
@@ -703,7 +707,7 @@ def test_latest_content_disposition_name_is_adopted(srv: ScriptedServer, tmp_pat
 def test_hostile_content_disposition_falls_back_to_the_configured_name(
     srv: ScriptedServer, tmp_path: Path, clock: FakeClock, disposition: str
 ) -> None:
-    """A name that is not a plain *.iso basename is rejected (logged) and the configured name used; nothing escapes."""
+    """A path, or a name that is not a plain *.iso name, is rejected (logged) for the configured name."""
     spec = iso_spec(srv, tmp_path)
     srv.add("/apollo/SHA256SUMS", sums_line(spec.filename).encode())
     srv.add("/apollo/latest", CONTENT, script=[Reply(headers={"Content-Disposition": disposition})])
