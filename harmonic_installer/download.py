@@ -19,6 +19,7 @@ import random
 import re
 import shutil
 import ssl
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -252,7 +253,7 @@ class Downloader:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_progress: ProgressCallback | None = None,
-        progress_bar: IO[str] | None = None,
+        progress_bar: IO[str] | Literal["auto"] | None = "auto",
         disk_free: Callable[[Path], int] | None = None,
     ) -> None:
         """Args beyond the policy and proxy decision are the injected edges.
@@ -262,7 +263,8 @@ class Downloader:
             transport: an httpx transport (tests); None for real sockets.
             clock, sleep: monotonic time and waiting (tests inject fakes).
             on_progress: called with (label, bytes done, total or None) at most once a second and at the end.
-            progress_bar: a terminal stream to draw a progress bar on; progress log lines then go to debug.
+            progress_bar: a stream to draw a progress bar on ("auto": stderr when it is a terminal, else
+                none); while a bar is drawn, download.progress log lines go to debug.
             disk_free: free bytes of a directory (default: shutil.disk_usage).
         """
         if policy.keyring is not None and runner is None:
@@ -273,6 +275,8 @@ class Downloader:
         self._transport = transport
         self._clock = clock
         self._sleep = sleep
+        if progress_bar == "auto":
+            progress_bar = sys.stderr if _isatty(sys.stderr) else None
         self._bar = ProgressBar(progress_bar) if progress_bar is not None else None
         self._sinks: list[tuple[ProgressCallback, float]] = []
         if on_progress is not None:
@@ -1265,6 +1269,13 @@ def _discard(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _isatty(stream: IO[str] | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def _url_digest(url: str) -> str:

@@ -857,6 +857,28 @@ def test_progress_bar_on_a_terminal_quiets_progress_logs(srv: ScriptedServer, tm
     assert all(p["log_level"] == "debug" for p in events(logs, "download.progress"))
 
 
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_is_automatic_only_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock, tty: bool
+) -> None:
+    """By default the bar is drawn on stderr when it is a terminal, and nowhere otherwise."""
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": str(len(CONTENT))}, stream=stream_response([CONTENT], {}))
+
+    err = Stderr()
+    monkeypatch.setattr("sys.stderr", err)
+    spec = ArtifactSpec(url="http://127.0.0.1/a.deb", dest_dir=tmp_path, filename="a.deb", sha256=SHA, label="deb")
+    with Downloader(policy(), Direct(), transport=httpx.MockTransport(handler), clock=clock) as dl:
+        dl.fetch(spec)
+    assert ("deb [" in err.getvalue()) is tty
+    assert ("100.0%" in err.getvalue()) is tty
+
+
 def test_progress_bar_renders_one_line() -> None:
     """ProgressBar draws label, bar, percent, sizes, rate and ETA on one carriage-returned line."""
     out = io.StringIO()
