@@ -691,7 +691,7 @@ class Downloader:
         for source, name in offered:
             problem = None
             if "/" in name or "\\" in name:
-                problem = "a path, not a file name"
+                problem = "carries a path (a plain file name was expected; nothing of it is used)"
             elif not _is_safe_name(name):
                 problem = "not a plain file name"
             elif suffix and not name.endswith(suffix):
