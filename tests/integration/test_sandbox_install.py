@@ -139,3 +139,33 @@ def test_vendor_tool_failing_mid_write_exits_6_and_leaves_no_bootable_start(tmp_
         assert read_device(disk.path, MiB) == bytes(MiB)
         assert read_device(disk.path, MiB, offset=2 * MiB) != bytes(MiB)  # the tool did write before failing
     assert _report(result)["failed_step"] == "write"
+
+
+def test_sigterm_during_the_write_exits_143_and_a_rerun_completes(tmp_path: Path, built: WebRoot) -> None:
+    """SIGTERM while ostree-production writes: exit 143 and a wiped disk start; the next run in the same boot
+    reuses the verified downloads and installed packages and completes the disk."""
+    web, proxy = WebServer(built.root), Proxy()
+    sandbox = Sandbox(tmp_path / "sb")
+    sandbox.write("/etc/ostree-standin.conf", "BLOCK_DELAY=0.3\n")
+    first = installer_command(web, proxy, "DISK")
+    script = (
+        '"$@" & pid=$!; '
+        "until grep -qs answer= /var/log/ostree-standin.log; do sleep 0.1; done; "  # the write has begun
+        "sleep 1; kill -TERM $pid; wait $pid"
+    )
+    with loop_device(tmp_path, size=DISK_SIZE) as disk:
+        interrupted = Command(("sh", "-c", script, "sh", *(disk.path if a == "DISK" else a for a in first.argv)))
+        rerun = installer_command(web, proxy, disk.path, env={"OSTREE_STANDIN_BLOCK_DELAY": "0"})
+        result = sandbox.run([interrupted, rerun], web=web, proxy=proxy, devices=disk.nodes())
+        assert _rc(result) == 143, _explain(result)
+        assert len(result.commands) == 2
+        second = result.commands[1]
+        assert second.returncode == 0, second.stderr[-4000:]
+        assert first_difference(disk.path, built.iso.path) is None
+    report = json.loads(result.commands[0].stdout)
+    assert report["failed_step"] == "write"
+    statuses = {s["name"]: s["status"] for s in json.loads(second.stdout)["steps"]}
+    assert statuses["packages"] == "skipped"
+    assert all(a["reused"] for a in json.loads(second.stdout)["artifacts"])
+    wrote = [ln for ln in sandbox.read("/var/log/ostree-standin.log").decode().splitlines() if " wrote " in ln]
+    assert len(wrote) == 1
