@@ -102,14 +102,20 @@ class LockedError(InstallerError):
     exit_code = ExitCode.LOCKED
 
 
-class Interrupted(InstallerError):
-    """SIGINT or SIGTERM arrived; the current step was stopped cleanly."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the current step was stopped cleanly.
+
+    A BaseException (like KeyboardInterrupt) so that no `except Exception` on the way (a retry loop, a
+    library) can swallow it.
+    """
 
     def __init__(self, signum: int) -> None:
         import signal
 
         name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}; a re-run continues where this one stopped")
+        self.message = f"interrupted by {name}; a re-run continues where this one stopped"
+        super().__init__(self.message)
+        self.details: str | None = None
         self.signum = signum
         self.exit_code = ExitCode.INTERRUPTED_INT if signum == signal.SIGINT else ExitCode.INTERRUPTED_TERM
 

@@ -22,7 +22,7 @@ from harmonic_installer import packages, preflight, proxy, reboot, writer
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.disks import DiskProbe
 from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
-from harmonic_installer.errors import ExitCode, InstallerError, NotATargetHost
+from harmonic_installer.errors import ExitCode, InstallerError, Interrupted, NotATargetHost
 from harmonic_installer.runner import Runner
 from harmonic_installer.state import Journal, RunLock
 
@@ -43,7 +43,11 @@ class StepObserver(Protocol):
         ...
 
     def progress(self, label: str, done: int, total: int | None) -> None:
-        """Download progress (rate-limited by the caller)."""
+        """Download progress (called often: rate-limit in the observer)."""
+        ...
+
+    def run_finished(self, report: InstallReport) -> None:
+        """The run is over (installed, failed, interrupted, not a target); called once, last."""
         ...
 
 
@@ -150,6 +154,12 @@ class _Steps:
             log.info("step.started", description=description)
             try:
                 yield detail
+            except NotATargetHost as exc:  # not a failure: this host is simply not to be imaged
+                duration = round(self._clock() - started, 3)
+                log.info("step.finished", status="skipped", duration_s=duration, detail=str(exc))
+                self.outcomes.append(StepOutcome(name, "skipped", str(exc), duration))
+                self._notify("step_finished", name, "skipped", str(exc))
+                raise
             except BaseException as exc:
                 duration = round(self._clock() - started, 3)
                 log.error("step.failed", duration_s=duration, error=str(exc) or type(exc).__name__)
@@ -164,7 +174,7 @@ class _Steps:
             self._notify("step_finished", name, status, text)
         self.current = None
 
-    def _notify(self, method: str, *args: str) -> None:
+    def _notify(self, method: str, *args: object) -> None:
         if self._observer is None:
             return
         try:
@@ -178,8 +188,17 @@ class _Steps:
 
 
 def run(settings: Settings, deps: Deps) -> InstallReport:
-    """Install Harmonic cOS on this machine: every step in order, stopping at the first failure."""
+    """Install Harmonic cOS on this machine: every step in order, stopping at the first failure.
+
+    The observer (if any) hears about every step and, last, gets the final report.
+    """
     steps = _Steps(deps.observer, deps.clock)
+    report = _run(settings, deps, steps)
+    steps._notify("run_finished", report)
+    return report
+
+
+def _run(settings: Settings, deps: Deps, steps: _Steps) -> InstallReport:
     state: dict[str, Any] = {"artifacts": [], "disk": None, "release": None}
     try:
         with RunLock(settings.state_dir):
@@ -187,7 +206,7 @@ def run(settings: Settings, deps: Deps) -> InstallReport:
     except NotATargetHost as exc:
         log.info("install.not_a_target", reason=str(exc))
         return InstallReport("not-a-target", int(ExitCode.OK), tuple(steps.outcomes), error=str(exc), **_facts(state))
-    except InstallerError as exc:
+    except (InstallerError, Interrupted) as exc:
         failed = steps.current
         log.error("install.failed", step=failed, error=exc.message, exit_code=int(exc.exit_code), details=exc.details)
         outcome = "interrupted" if exc.exit_code in (ExitCode.INTERRUPTED_INT, ExitCode.INTERRUPTED_TERM) else "failed"
