@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.loopdev import MiB, first_difference, is_zero, loop_device, read_device
 from tests.support.sandbox import Command, Proxy, Sandbox, SessionResult, WebServer, installer_command
-from tests.support.standin import WebRoot, build_web_root, copy_tree, corrupt
+from tests.support.standin import UPGRADE, DebSpec, WebRoot, build_web_root, copy_tree, corrupt, refresh_sums
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +169,58 @@ def test_sigterm_during_the_write_exits_143_and_a_rerun_completes(tmp_path: Path
     assert all(a["reused"] for a in json.loads(second.stdout)["artifacts"])
     wrote = [ln for ln in sandbox.read("/var/log/ostree-standin.log").decode().splitlines() if " wrote " in ln]
     assert len(wrote) == 1
+
+
+def _broken_web(tmp_path: Path, kind: str) -> WebRoot:
+    if kind == "missing dependency":
+        return build_web_root(tmp_path / "www", iso_size=2 * MiB, upgrade=DebSpec(UPGRADE, depends=("ostree-gone",)))
+    if kind == "failing postinst":
+        return build_web_root(tmp_path / "www", iso_size=2 * MiB, upgrade=DebSpec(UPGRADE, postinst_exit=3))
+    web = build_web_root(tmp_path / "www", iso_size=2 * MiB)
+    corrupt(web.debs[1].path)
+    return refresh_sums(web)  # the checksum matches the broken file: only dpkg can notice
+
+
+@pytest.mark.parametrize("kind", ["missing dependency", "failing postinst", "corrupt archive with matching sum"])
+def test_broken_vendor_debs_exit_5_and_leave_the_disk_alone(tmp_path: Path, kind: str) -> None:
+    """dpkg failing (missing dependency, failing postinst, corrupt archive): exit 5, the write never runs."""
+    broken = _broken_web(tmp_path, kind)
+    web, proxy = WebServer(broken.root), Proxy()
+    with loop_device(tmp_path, size=DISK_SIZE) as disk:
+        result = Sandbox(tmp_path / "sb").run(
+            [installer_command(web, proxy, disk.path)], web=web, proxy=proxy, devices=disk.nodes()
+        )
+        assert _rc(result) == 5, _explain(result)
+        assert is_zero(disk.path, 4 * MiB)
+    report = _report(result)
+    assert report["failed_step"] == "packages"
+    assert {s["name"]: s["status"] for s in report["steps"]}["write"] == "not run"
+
+
+def test_a_hanging_vendor_tool_is_stopped_by_the_write_timeout(tmp_path: Path, built: WebRoot) -> None:
+    """ostree-production hanging after its first block: write.timeout_s stops it, exit 6, the disk start wiped."""
+    web, proxy = WebServer(built.root), Proxy()
+    sandbox = Sandbox(tmp_path / "sb")
+    sandbox.write("/etc/ostree-standin.conf", "HANG=write\n")
+    with loop_device(tmp_path, size=DISK_SIZE) as disk:
+        command = installer_command(web, proxy, disk.path, env={"HARMONIC_WRITE_TIMEOUT_S": "3"}, timeout=120)
+        result = sandbox.run([command], web=web, proxy=proxy, devices=disk.nodes())
+        assert _rc(result) == 6, _explain(result)
+        assert read_device(disk.path, MiB) == bytes(MiB)
+    assert result.commands[0].duration_s < 60
+    assert "hanging at write" in sandbox.read("/var/log/ostree-standin.log").decode()
+
+
+@pytest.mark.parametrize(("knobs", "rc"), [("NO_PROMPT=1\n", 0), ("FAIL_AT_START=1\nEXIT_CODE=2\n", 6)])
+def test_vendor_tool_variants(tmp_path: Path, built: WebRoot, knobs: str, rc: int) -> None:
+    """A tool that asks nothing still gets the ISO written (exit 0); one that fails at once gives exit 6."""
+    web, proxy = WebServer(built.root), Proxy()
+    sandbox = Sandbox(tmp_path / "sb")
+    sandbox.write("/etc/ostree-standin.conf", knobs)
+    with loop_device(tmp_path, size=DISK_SIZE) as disk:
+        result = sandbox.run([installer_command(web, proxy, disk.path)], web=web, proxy=proxy, devices=disk.nodes())
+        assert _rc(result) == rc, _explain(result)
+        if rc == 0:
+            assert first_difference(disk.path, built.iso.path) is None
+        else:
+            assert is_zero(disk.path, built.iso.size)
