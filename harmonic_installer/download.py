@@ -684,9 +684,11 @@ class Downloader:
             offered.append(("redirect", unquote(resp.url.path.rsplit("/", 1)[-1])))
         suffix = Path(t.spec.filename).suffix
         for source, raw in offered:
-            name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+            name = raw
             problem = None
-            if not _is_safe_name(name):
+            if "/" in raw or "\\" in raw:
+                problem = "carries a path (a plain file name was expected; nothing of it is used)"
+            elif not _is_safe_name(name):
                 problem = "not a plain file name"
             elif suffix and not name.endswith(suffix):
                 problem = f"does not end in {suffix}"
