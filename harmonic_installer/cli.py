@@ -208,6 +208,9 @@ def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail)
         return plan.run(settings, deps)
     try:
         return plan.run(settings, dataclasses.replace(deps, observer=reporter))
+    except Exception as exc:  # a bug: MAAS still learns that the install failed (exit 1)
+        reporter.run_finished(plan.InstallReport("failed", 1, (), error=f"internal error: {exc!r}"))
+        raise
     finally:
         reporter.close()  # bounded by maas.flush_timeout_s
 

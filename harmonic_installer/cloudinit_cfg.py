@@ -28,9 +28,9 @@ import structlog
 
 log = structlog.get_logger()
 
-COMBINED_JSON = Path("/run/cloud-init/combined-cloud-config.json")
-CLOUD_CFG = Path("/etc/cloud/cloud.cfg")
-CLOUD_CFG_D = Path("/etc/cloud/cloud.cfg.d")
+COMBINED_JSON = "/run/cloud-init/combined-cloud-config.json"
+CLOUD_CFG = "/etc/cloud/cloud.cfg"
+CLOUD_CFG_D = "/etc/cloud/cloud.cfg.d"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +49,15 @@ class WebhookConfig:
 
 
 def find_webhook(
-    *, combined: Path = COMBINED_JSON, cfg: Path = CLOUD_CFG, cfg_d: Path = CLOUD_CFG_D
+    *, combined: str = COMBINED_JSON, cfg: str = CLOUD_CFG, cfg_d: str = CLOUD_CFG_D
 ) -> WebhookConfig | None:
     """The MAAS webhook reporter cloud-init is configured with, or None.
 
     Prefers the reporter named `maas`; otherwise the first webhook (by name) with an endpoint.
     """
-    reporting, source = _from_combined(combined)
+    reporting, source = _from_combined(Path(combined))
     if reporting is None:
-        reporting, source = _from_cfg_files(cfg, cfg_d)
+        reporting, source = _from_cfg_files(Path(cfg), Path(cfg_d))
     if not reporting:
         return None
     names = sorted(reporting, key=lambda n: (n != "maas", n))
@@ -206,7 +206,14 @@ def _scalar_or_flow(text: str) -> Any:
         return _Flow(text).parse_document()
     if text[:1] in "|>&*!":
         raise YamlSubsetError(f"unsupported YAML construct {text[:1]!r}")
-    return _scalar(text)
+    if text[:1] == '"':
+        text = re.sub(r"\\\n[ \t]*", "", text)
+    return _scalar(_fold(text))
+
+
+def _fold(text: str) -> str:
+    """YAML line folding of a multi-line scalar: each line break (with its indentation) becomes one space."""
+    return re.sub(r"[ \t]*\n[ \t]*", " ", text) if "\n" in text else text
 
 
 _NULLS = {"", "~", "null", "Null", "NULL"}
@@ -274,7 +281,12 @@ class _Block:
             rest = _strip_comment(match.group("rest") or "").strip()
             self._pos += 1
             if rest:
-                result[key] = _scalar_or_flow(rest)
+                # A value may continue on more-indented lines (a wrapped flow collection or scalar).
+                continued = [rest]
+                while self._pos < len(self._lines) and self._lines[self._pos][0] > indent:
+                    continued.append(_strip_comment(self._lines[self._pos][1]))
+                    self._pos += 1
+                result[key] = _scalar_or_flow("\n".join(continued))
             elif self._pos < len(self._lines) and self._lines[self._pos][0] > indent:
                 result[key] = self._mapping(self._lines[self._pos][0])
             else:
@@ -303,6 +315,8 @@ class _Flow:
     def _value(self) -> Any:
         self._skip()
         ch = self._text[self._pos : self._pos + 1]
+        if not ch:
+            raise YamlSubsetError("unexpected end of a flow collection")
         if ch == "{":
             return self._mapping()
         if ch == "[":
@@ -365,7 +379,9 @@ class _Flow:
             raise YamlSubsetError("unterminated quoted string")
         token = self._text[self._pos : end + 1]
         self._pos = end + 1
-        return _scalar(token)
+        if quote == '"':
+            token = re.sub(r"\\\n[ \t]*", "", token)  # an escaped line break joins without a space
+        return _scalar(_fold(token))
 
     def _plain(self) -> Any:
         start = self._pos
@@ -377,7 +393,7 @@ class _Flow:
             if ch == ":" and self._text[self._pos + 1 : self._pos + 2] in ("", " ", ",", "}", "]", "\n"):
                 break
             self._pos += 1
-        token = self._text[start : self._pos].strip()
+        token = _fold(self._text[start : self._pos].strip())
         if not token:
             raise YamlSubsetError("empty value in a flow collection")
         return _scalar(token)

@@ -331,8 +331,9 @@ _KEYS: dict[str, _Key] = {
         "maas_progress_interval_s", _as_float(1), 60.0, "seconds between download progress reports to MAAS"
     ),
 }
-# Keys whose values are never displayed (settings listing, errors).
-_SECRET_KEYS = frozenset({"maas.consumer_secret", "maas.token_secret"})
+# Keys whose values are never displayed (settings listing, errors). MAAS's status API identifies the machine
+# by the OAuth token key alone (it does not check the signature of status messages), so the key is secret too.
+_SECRET_KEYS = frozenset({"maas.consumer_secret", "maas.token_key", "maas.token_secret"})
 KEYS: tuple[str, ...] = tuple(_KEYS)
 
 

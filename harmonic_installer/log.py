@@ -13,7 +13,16 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 _SECRET_KEYS = frozenset(
-    {"password", "token", "token_secret", "consumer_secret", "authorization", "proxy_auth", "oauth_signature"}
+    {
+        "password",
+        "token",
+        "token_key",
+        "token_secret",
+        "consumer_secret",
+        "authorization",
+        "proxy_auth",
+        "oauth_signature",
+    }
 )
 
 

@@ -20,6 +20,7 @@ import base64
 import contextlib
 import email.utils
 import json
+import os
 import queue
 import re
 import secrets
@@ -29,6 +30,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -51,6 +53,7 @@ _COOLDOWN_S = 30.0
 _SKEW_MIN_CHANGE_S = 5
 _MAX_DESCRIPTION = 1000
 _MAX_LOG_BYTES = 64 * 1024
+SKEW_FILE = "/run/oauth_skew.json"  # shared with cloud-init's and curtin's OauthUrlHelper: {host:port: seconds}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +101,19 @@ def resolve_target(
         "token_key": settings.maas_token_key,
         "token_secret": settings.maas_token_secret,
     }
-    found = None if all(explicit.values()) else find()
+    complete = all(explicit[n] for n in ("endpoint", "consumer_key", "token_key", "token_secret"))
+    found = None if complete else find()
     merged: dict[str, str] = {}
+    borrowed = []
     for name, value in explicit.items():
-        merged[name] = value or (getattr(found, name) if found is not None else "") or ""
+        merged[name] = value or ""
+        if not value and found is not None and getattr(found, name):
+            merged[name] = getattr(found, name)
+            borrowed.append(name)
     sources = []
     if any(explicit.values()):
         sources.append("settings maas.*")
-    if found is not None and any(not v for v in explicit.values()):
+    if found is not None and borrowed:
         sources.append(f"cloud-init {found.source}")
     endpoint = merged["endpoint"]
     if not endpoint:
@@ -190,6 +198,7 @@ class Reporter:
         progress_interval_s: float = 60.0,
         log_tail: Callable[[], str] | None = None,
         retry_wait_s: float = 1.0,
+        skew_file: str | None = None,
         transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -200,6 +209,8 @@ class Reporter:
         self._progress_interval = progress_interval_s
         self._log_tail = log_tail
         self._retry_wait = retry_wait_s
+        self._skew_file = Path(skew_file) if skew_file else None
+        self._host = urlsplit(target.endpoint).netloc
         self._transport = transport or UrllibTransport()
         self._clock = clock
         self._wall = wall
@@ -212,7 +223,6 @@ class Reporter:
         self._started = False
         self._parent_started = False
         self._progress: dict[str, tuple[float, str]] = {}  # label -> (last report time, child name)
-        self._skew = 0
         self._submitted = 0
         self._sent = 0
         self._dropped = 0
@@ -220,6 +230,7 @@ class Reporter:
         self._cooldown_until = 0.0
         self._warned = False
         self._children_shown: set[str] = set()  # progress children whose start reached MAAS (worker thread)
+        self._skew = self._read_skew()
 
     # ---- plan.StepObserver ------------------------------------------------------------------------------
 
@@ -445,7 +456,35 @@ class Reporter:
             return False
         self._log(log.warning, "report.clock_skew", skew_s=skew, previous_s=self._skew, endpoint=self._shown)
         self._skew = skew
+        self._write_skew(skew)
         return True
+
+    def _read_skew(self) -> int:
+        """The skew cloud-init or curtin learned for this host earlier in this boot (0 if none)."""
+        if self._skew_file is None:
+            return 0
+        try:
+            value = json.loads(self._skew_file.read_text(encoding="utf-8")).get(self._host, 0)
+        except (OSError, ValueError, AttributeError):
+            return 0
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+    def _write_skew(self, skew: int) -> None:
+        """Share the learned skew with later programs, in cloud-init's format (best effort, atomic)."""
+        if self._skew_file is None:
+            return
+        try:
+            try:
+                data = json.loads(self._skew_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            data = data if isinstance(data, dict) else {}
+            data[self._host] = skew
+            part = self._skew_file.with_name(self._skew_file.name + ".part")
+            part.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(part, self._skew_file)
+        except OSError as exc:
+            self._log(log.debug, "report.skew_not_saved", path=str(self._skew_file), error=str(exc))
 
     def _drop(self, item: _Item, reason: str, *, quiet: bool = False) -> None:
         """Count and log a dropped event: the first failure and a lost final event loudly, routine drops quietly."""
@@ -503,4 +542,5 @@ def start(settings: Settings, *, log_tail: Callable[[], str] | None = None) -> R
         flush_timeout_s=settings.maas_flush_timeout_s,
         progress_interval_s=settings.maas_progress_interval_s,
         log_tail=log_tail,
+        skew_file=SKEW_FILE,
     )

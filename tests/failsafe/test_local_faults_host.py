@@ -67,11 +67,19 @@ def test_iso_dir_fills_up_mid_download(tmp_path: Path, failsafe: Recorder) -> No
         full.exit(run.returncode, run.explain())
         line = one_line(run) or ""
         full.check("one-line message", line.startswith("harmonic-install: "), run.explain())
-        full.check("message says the dir is full, with the numbers", "is full" in line and "bytes" in line and "free" in line and str(host.data) in line, line)
+        full.check(
+            "message says the dir is full, with the numbers",
+            "is full" in line and "bytes" in line and "free" in line and str(host.data) in line,
+            line,
+        )
         full.check("no traceback", no_traceback(run), run.explain())
         part = host.data / PART
         full.check("partial file kept", part.exists() and part.stat().st_size > MiB, str(host.created()))
-        full.check("nothing else in the ISO dir", sorted(p.name for p in host.data.iterdir()) == sorted([PART, PART + ".json"]), str(host.created()))
+        full.check(
+            "nothing else in the ISO dir",
+            sorted(p.name for p in host.data.iterdir()) == sorted([PART, PART + ".json"]),
+            str(host.created()),
+        )
         full.check("disk unchanged", digest(loop.path, loop.size) == before)
         full.check("no package installed", host.tripped() == "", host.tripped())
         kept = part.stat().st_size
@@ -108,7 +116,11 @@ def test_iso_dir_too_small_for_an_announced_length(tmp_path: Path, failsafe: Rec
         run = host.run([*install_args(site, loop.path), *host.dirs(), "--config", str(_margin(tmp_path, 0))])
         case.exit(run.returncode, run.explain())
         line = one_line(run) or ""
-        case.check("message says the dir is full, with the numbers", "not enough space" in line and "4.0 MiB" in line and "free" in line, line)
+        case.check(
+            "message says the dir is full, with the numbers",
+            "not enough space" in line and "4.0 MiB" in line and "free" in line,
+            line,
+        )
         case.check("no traceback", no_traceback(run), run.explain())
         case.check("nothing created", not (host.data / PART).exists(), str(host.created()))
         case.check("disk unchanged", digest(loop.path, loop.size) == before)
@@ -129,10 +141,17 @@ SIGNALS = [
 
 
 @pytest.mark.parametrize(("signum", "code", "name"), SIGNALS, ids=[s[2].split()[0] for s in SIGNALS])
-def test_signal_mid_download_then_rerun_resumes(tmp_path: Path, failsafe: Recorder, signum: int, code: int, name: str) -> None:
+def test_signal_mid_download_then_rerun_resumes(
+    tmp_path: Path, failsafe: Recorder, signum: int, code: int, name: str
+) -> None:
     """A signal while the ISO trickles in: its exit code (SIGKILL: killed), the .part kept, the lock free, and
     a re-run resumes from the kept bytes instead of starting over."""
-    case = failsafe.case("local fault", name, injected=f"{signal.Signals(signum).name} to the installer while the ISO downloads at 512 KiB/s", expect_exit=code)
+    case = failsafe.case(
+        "local fault",
+        name,
+        injected=f"{signal.Signals(signum).name} to the installer while the ISO downloads at 512 KiB/s",
+        expect_exit=code,
+    )
     host = Host(tmp_path)
     iso = File(ISO, rate=512 * 1024)
     with serve(standard_files(ISO, iso_file=iso)) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
@@ -145,7 +164,11 @@ def test_signal_mid_download_then_rerun_resumes(tmp_path: Path, failsafe: Record
         run = Run(proc.returncode, out, err)
         case.exit(run.returncode, run.explain())
         if signum != signal.SIGKILL:
-            case.check("one-line message", f"interrupted by {signal.Signals(signum).name}" in (one_line(run) or ""), run.explain())
+            case.check(
+                "one-line message",
+                f"interrupted by {signal.Signals(signum).name}" in (one_line(run) or ""),
+                run.explain(),
+            )
             case.check("no traceback", no_traceback(run), run.explain())
         case.check("partial file kept", part.exists() and part.stat().st_size >= MiB)
         case.check("disk unchanged", digest(loop.path, loop.size) == before)
@@ -154,16 +177,27 @@ def test_signal_mid_download_then_rerun_resumes(tmp_path: Path, failsafe: Record
         site.requests.clear()
         rerun = host.run([*install_args(site, loop.path), *host.dirs()])
         ranges = [r for p, r in site.requests if p.endswith(ISO_NAME)]
-        case.check("re-run resumes from the kept bytes", ranges == [f"bytes={kept}-"], f"{site.requests}\n{rerun.explain()}")
+        case.check(
+            "re-run resumes from the kept bytes", ranges == [f"bytes={kept}-"], f"{site.requests}\n{rerun.explain()}"
+        )
         final = host.data / ISO_NAME
-        case.check("re-run completes", rerun.returncode == 3 and final.exists() and hashlib.sha256(final.read_bytes()).hexdigest() == ISO_SHA, rerun.explain())
+        case.check(
+            "re-run completes",
+            rerun.returncode == 3 and final.exists() and hashlib.sha256(final.read_bytes()).hexdigest() == ISO_SHA,
+            rerun.explain(),
+        )
         case.check("no package installed", host.tripped() == "", host.tripped())
 
 
 def test_two_installers_at_once(tmp_path: Path, failsafe: Recorder) -> None:
     """While one installer downloads, a second (the unit and cloud-init both starting one) exits 7 at once,
     having created nothing; the first is not disturbed."""
-    case = failsafe.case("local fault", "two installers at once", injected="a second harmonic-install started while the first downloads", expect_exit=7)
+    case = failsafe.case(
+        "local fault",
+        "two installers at once",
+        injected="a second harmonic-install started while the first downloads",
+        expect_exit=7,
+    )
     host = Host(tmp_path)
     iso = File(ISO, rate=256 * 1024)
     with serve(standard_files(ISO, iso_file=iso)) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
@@ -174,13 +208,29 @@ def test_two_installers_at_once(tmp_path: Path, failsafe: Recorder) -> None:
         requests_before = len(site.requests)
         other_work, other_data = tmp_path / "work2", tmp_path / "data2"
         started = time.monotonic()
-        second = host.run([*install_args(site, loop.path), "--working-dir", str(other_work), "--iso-dir", str(other_data), "--state-dir", str(host.state)])
+        second = host.run(
+            [
+                *install_args(site, loop.path),
+                "--working-dir",
+                str(other_work),
+                "--iso-dir",
+                str(other_data),
+                "--state-dir",
+                str(host.state),
+            ]
+        )
         took = time.monotonic() - started
         case.exit(second.returncode, second.explain())
         line = one_line(second) or ""
-        case.check("one-line message naming the holder", "another harmonic-install is running" in line and f"pid {first.pid}" in line, line)
+        case.check(
+            "one-line message naming the holder",
+            "another harmonic-install is running" in line and f"pid {first.pid}" in line,
+            line,
+        )
         case.check("no traceback", no_traceback(second), second.explain())
-        case.check("nothing created", not other_work.exists() and not other_data.exists(), str(list(tmp_path.iterdir())))
+        case.check(
+            "nothing created", not other_work.exists() and not other_data.exists(), str(list(tmp_path.iterdir()))
+        )
         case.check("the second sent no request", len(site.requests) == requests_before, str(site.requests))
         case.check("the second exits at once", took < 10, f"{took:.1f} s")
         case.check("the first is still running", first.poll() is None)
@@ -213,7 +263,9 @@ def test_files_left_by_a_crash_are_reverified(tmp_path: Path, failsafe: Recorder
             (host.data / PART).write_bytes(bytes(MiB))
             etag = '"' + ISO_SHA[:20] + '"'
             (host.data / (PART + ".json")).write_text(
-                f'{{"url": "{site.url}/apollo/{ISO_NAME}", "validator": {etag!r}, "total": {len(ISO)}, "name": "{ISO_NAME}"}}'.replace("'", "")
+                f'{{"url": "{site.url}/apollo/{ISO_NAME}", "validator": {etag!r}, "total": {len(ISO)}, "name": "{ISO_NAME}"}}'.replace(
+                    "'", ""
+                )
             )
         before = digest(loop.path, loop.size)
         run = host.run([*install_args(site, loop.path), *host.dirs()])

@@ -4,6 +4,7 @@ delays or changes the install beyond a bounded flush."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,6 +193,25 @@ def test_clock_skew_is_corrected_after_401(maas: MaasServer) -> None:
     assert all(abs(e["timestamp"] - maas.now()) < 60 for e in maas.received())
 
 
+def test_skew_is_shared_with_cloud_init_through_its_skew_file(maas: MaasServer, tmp_path: Path) -> None:
+    """A skew already in /run/oauth_skew.json (cloud-init's format) is used at once; a new one is written back."""
+    maas.skew_s = 3600
+    skew_file = tmp_path / "oauth_skew.json"
+    host = maas.url.split("/")[2]
+    skew_file.write_text(json.dumps({host: 3600, "other:80": 7}))
+    rep = reporter_for(maas, skew_file=str(skew_file))
+    rep.step_started("preflight", "check")
+    assert rep.close().sent == 2
+    assert maas.rejections == []
+    maas.skew_s = -7200
+    rep = reporter_for(maas, skew_file=str(skew_file))
+    rep.step_started("preflight", "check")
+    assert rep.close().sent == 2
+    saved = json.loads(skew_file.read_text())
+    assert saved["other:80"] == 7
+    assert -7210 <= saved[host] <= -7190
+
+
 def test_wrong_credentials_are_dropped_not_retried(maas: MaasServer) -> None:
     """A 401 without a clock problem is not retried: the event is dropped and counted."""
     rep = reporting.Reporter(
@@ -280,6 +300,19 @@ def test_explicit_settings_win_over_cloud_init_field_by_field(maas: MaasServer) 
     assert "cloud-init" in target.source
 
 
+def test_complete_settings_do_not_read_cloud_init(maas: MaasServer) -> None:
+    """Endpoint, consumer key, token key and secret all set: cloud-init's files are not even read."""
+
+    def find() -> None:
+        raise AssertionError("cloud-init config read although the settings are complete")
+
+    env = {k.removeprefix("HARMONIC_").lower(): v for k, v in maas.environ().items()}
+    target = reporting.resolve_target(settings_with(**env), find=find)
+    assert target is not None
+    assert target.source == "settings maas.*"
+    assert target.token_secret == maas.token_secret
+
+
 def test_reporting_off_when_disabled_or_unconfigured() -> None:
     """maas.enabled=false never reports; auto without any endpoint does not either."""
     from harmonic_installer.cloudinit_cfg import WebhookConfig
@@ -293,10 +326,11 @@ def test_reporting_off_when_disabled_or_unconfigured() -> None:
 
 
 def test_secrets_are_redacted_in_settings_listing() -> None:
-    """`harmonic-install settings` shows *** for the token secret, the key in clear."""
+    """`harmonic-install settings` shows *** for the token secret and key (MAAS trusts the key alone)."""
     rows = {k: v for k, v, _ in config.effective(settings_with(maas_token_secret="s3cr3t", maas_token_key="tk"))}
     assert rows["maas.token_secret"] == "***"
-    assert rows["maas.token_key"] == "tk"
+    assert rows["maas.token_key"] == "***"
+    assert rows["maas.consumer_key"] == ""
     assert "s3cr3t" not in repr(config.effective(settings_with(maas_token_secret="s3cr3t")))
 
 
@@ -443,3 +477,62 @@ def test_cli_result_is_the_same_when_maas_misbehaves(
     err = capsys.readouterr().err
     assert "report.dropped" in err
     assert "report.summary" in err
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_plan_mode_and_dry_run_report_nothing(
+    maas: MaasServer,
+    site: Site,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without -i, or with --dry-run, MAAS hears nothing even when configured."""
+    for name, value in maas.environ().items():
+        monkeypatch.setenv(name, value)
+    args = _cli_args(site, tmp_path)
+    assert cli.main(args[1:], deps_factory=_factory(0, tmp_path)) == 0
+    assert cli.main([*args, "--dry-run"], deps_factory=_factory(0, tmp_path)) == 0
+    time.sleep(0.1)
+    assert maas.received() == []
+
+
+def test_interrupted_run_is_reported_as_failed(maas: MaasServer) -> None:
+    """SIGTERM mid-step: the step and the parent finish FAIL with 'INTERRUPTED', the log attached."""
+    rep = reporter_for(maas, log_tail=lambda: "download.progress ...\n")
+    rep.step_started("download", "fetch")
+    rep.step_finished("download", "failed", "interrupted by SIGTERM; a re-run continues where this one stopped")
+    rep.run_finished(report("interrupted", exit_code=143, error="interrupted by SIGTERM", failed_step="download"))
+    rep.close()
+    maas.assert_well_formed()
+    final = maas.received()[-1]
+    assert final["description"] == "INTERRUPTED at step download: interrupted by SIGTERM (exit 143)"
+    assert "harmonic-installer.log" in maas.files()
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_internal_error_still_fails_the_machine_in_maas(
+    maas: MaasServer,
+    site: Site,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug (an unexpected exception) exits 1, and MAAS still gets the parent's FAIL naming it, with the log."""
+    for name, value in maas.environ().items():
+        monkeypatch.setenv(name, value)
+    factory = _factory(0, tmp_path)
+
+    def broken(s: config.Settings) -> plan.Deps:
+        d = factory(s)
+
+        def boom(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+            raise RuntimeError("bug in a handler")
+
+        d.runner.handlers["dpkg-deb"] = boom  # type: ignore[attr-defined]
+        return d
+
+    assert cli.main(_cli_args(site, tmp_path), deps_factory=broken) == 1
+    maas.assert_well_formed()
+    final = maas.received()[-1]
+    assert final["result"] == "FAIL"
+    assert "internal error: RuntimeError('bug in a handler')" in final["description"]
+    assert "harmonic-installer.log" in maas.files()
