@@ -4,6 +4,7 @@ a loop device as the disk, in an isolated root whose network namespace has only 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,38 @@ def test_vendor_tool_variants(tmp_path: Path, built: WebRoot, knobs: str, rc: in
             assert first_difference(disk.path, built.iso.path) is None
         else:
             assert is_zero(disk.path, built.iso.size)
+
+
+def test_a_disk_with_a_mounted_partition_is_refused_before_any_download(tmp_path: Path, built: WebRoot) -> None:
+    """A target whose partition is mounted inside the root: exit 3, no request to the server, disk unchanged."""
+    web, proxy = WebServer(built.root), Proxy()
+    with loop_device(tmp_path, size=DISK_SIZE, partitions=["size=16MiB", ","]) as disk:
+        subprocess.run(["mkfs.ext4", "-q", disk.partitions[0]], check=True)
+        # Mounting ext4 updates its superblock; what the installer must not touch is the partition table at
+        # both ends (an image write starts at byte 0; a failed write's wipe clears the first and last MiB).
+        ends = (read_device(disk.path, MiB), read_device(disk.path, MiB, offset=DISK_SIZE - MiB))
+        mount = Command(("sh", "-c", f"mkdir -p /mnt/old && mount {disk.partitions[0]} /mnt/old"), stop_on_failure=True)
+        result = Sandbox(tmp_path / "sb").run(
+            [mount, installer_command(web, proxy, disk.path)], web=web, proxy=proxy, devices=disk.nodes()
+        )
+        assert len(result.commands) == 2, result.commands[0].stderr
+        installer = result.commands[1]
+        assert installer.returncode == 3, installer.stderr[-4000:]
+        assert "/mnt/old" in installer.stderr
+        assert (read_device(disk.path, MiB), read_device(disk.path, MiB, offset=DISK_SIZE - MiB)) == ends
+        assert ends[0] != bytes(MiB)
+    assert result.web_access == ()
+
+
+def test_no_such_disk_means_not_a_target_and_nothing_is_fetched(tmp_path: Path, built: WebRoot) -> None:
+    """--disk naming a device that does not exist: exit 0 (not a target host) and not one request made."""
+    web, proxy = WebServer(built.root), Proxy()
+    sandbox = Sandbox(tmp_path / "sb")
+    result = sandbox.run([installer_command(web, proxy, "/dev/sdz"), QUERY], web=web, proxy=proxy)
+    assert _rc(result) == 0, _explain(result)
+    assert _report(result)["outcome"] == "not-a-target"
+    assert result.web_access == ()
+    assert result.proxy_log
+    assert result.proxied_requests() == []
+    assert _installed(result) == []
+    assert sandbox.host_path("/data") is None

@@ -49,6 +49,7 @@ INCLUDE = (
     "dpkg",
     "ca-certificates",
     "util-linux",
+    "mount",
     "fdisk",
     "e2fsprogs",
     "procps",
