@@ -2,12 +2,15 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test test-unit lint pyz deb image clean
+.PHONY: help bootstrap test test-unit test-e2e lint demo sandbox-demo pyz deb image clean
 
 help:
+	@echo "make demo        boot a VM and watch the installer do its whole job (docs/e2e.md)"
 	@echo "make test        set up everything (apt packages, .venv) and run lint + the whole test suite"
 	@echo "make test-unit   unit tests only (fast, no root-only parts)"
+	@echo "make test-e2e    only the VM tests (tests/e2e, a few minutes each under TCG)"
 	@echo "make lint        ruff and mypy --strict"
+	@echo "make sandbox-demo  a complete -p -i install in an isolated root on a loop device (docs/sandbox.md)"
 	@echo "make pyz         dist/harmonic-install.pyz (one file: python3 harmonic-install.pyz -p -i)"
 	@echo "make deb         dist/harmonic-installer_<version>_all.deb (pyz, /usr/sbin wrapper, systemd unit)"
 	@echo "make image       the MAAS image with Packer (packaging/packer: needs Packer and KVM)"
@@ -27,6 +30,9 @@ test: lint
 test-unit: bootstrap
 	$(PY) -m pytest -q tests/unit
 
+# The sandbox demo (docs/sandbox.md): a complete -p -i install on real parts in an isolated root.
+sandbox-demo:
+	scripts/sandbox-demo.sh
 # Artifacts. Always rebuilt (a few seconds): both are reproducible, so an unchanged tree gives the same bytes.
 pyz:
 	"$$(scripts/find-python310.sh)" packaging/build_pyz.py --output dist/harmonic-install.pyz
@@ -39,3 +45,9 @@ image: deb
 
 clean:
 	rm -rf dist
+
+test-e2e: bootstrap
+	HARMONIC_E2E=1 scripts/run-tests.sh -m e2e tests/e2e
+
+demo:
+	scripts/demo.sh

@@ -5,6 +5,7 @@ Runs no command, opens no URL and reads no /sys itself: plan.py and the modules 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ os.environ.setdefault("TYPER_USE_RICH", "0")  # plain help text on a serial cons
 import structlog
 import typer
 
-from harmonic_installer import __version__, config, maas, plan
+from harmonic_installer import __version__, config, maas, plan, reporting
 from harmonic_installer import log as logsetup
 from harmonic_installer.errors import ConfigError, ExitCode, InstallerError, Interrupted
 
@@ -154,7 +155,8 @@ def main_command(
 
 
 def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
-    logsetup.configure(verbose=run_flags.verbose)
+    tail = logsetup.LogTail()
+    logsetup.configure(verbose=run_flags.verbose, tail=tail)
     settings: config.Settings | None = None
     try:
         environ = config.default_environ()
@@ -174,7 +176,7 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
                 server=config.redact_url(settings.server_url),
                 proxy=settings.proxy_enabled,
             )
-            report = plan.run(settings, deps)
+            report = _install(settings, deps, tail)
         else:
             report = plan.preview(settings, deps)
     except (InstallerError, Interrupted) as exc:
@@ -192,6 +194,25 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
     elif report.outcome == "not-a-target" and report.error:
         _say(f"harmonic-install: {report.error}")
     return report.exit_code
+
+
+def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail) -> plan.InstallReport:
+    """plan.run, reporting to MAAS when configured (an injected observer wins); the reporter is always closed."""
+    reporter = None
+    if deps.observer is None:
+        try:
+            reporter = reporting.start(settings, log_tail=tail.text)
+        except Exception as exc:  # reporting must never stop an install
+            log.warning("report.off", reason=f"could not set up MAAS reporting: {exc!r}")
+    if reporter is None:
+        return plan.run(settings, deps)
+    try:
+        return plan.run(settings, dataclasses.replace(deps, observer=reporter))
+    except Exception as exc:  # a bug: MAAS still learns that the install failed (exit 1)
+        reporter.run_finished(plan.InstallReport("failed", 1, (), error=f"internal error: {exc!r}"))
+        raise
+    finally:
+        reporter.close()  # bounded by maas.flush_timeout_s
 
 
 def _say(line: str) -> None:

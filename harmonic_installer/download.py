@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import hashlib
 import itertools
 import json
@@ -20,12 +21,12 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -35,6 +36,8 @@ import tenacity
 from harmonic_installer import __version__
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
+from harmonic_installer.proxy import ProxyConfig
+from harmonic_installer.runner import Runner
 
 log = structlog.get_logger()
 
@@ -44,6 +47,7 @@ SOURCE_SUMS = "SHA256SUMS"
 SOURCE_SUMS_GPG = "SHA256SUMS (gpg-verified)"
 SOURCE_NONE = "none (--insecure-allow-unverified)"
 _SOURCES = frozenset({SOURCE_PINNED, SOURCE_SUMS, SOURCE_SUMS_GPG, SOURCE_NONE})
+_SEAL = object()  # only _verified() holds it: no VerifiedArtifact without a checksum comparison
 
 # What is worth another attempt: the one place the retry policy is declared (see also _Transient).
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -57,26 +61,6 @@ _RELEASE = re.compile(r"^APOLLO_PLATFORM-(.+)\.iso$")
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 _HASH_BLOCK = 1 * MiB
 _WRITE_BUFFER = 1 * MiB
-
-
-class _ProxyDecision(Protocol):
-    """What the downloader needs from proxy.ProxyConfig: the proxy for a URL, or None for direct."""
-
-    def proxy_for(self, url: str) -> str | None: ...
-
-
-class _CommandResult(Protocol):
-    @property
-    def returncode(self) -> int: ...
-
-    @property
-    def output(self) -> str: ...
-
-
-class _Runner(Protocol):
-    """The part of runner.Runner used here (gpgv only)."""
-
-    def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True) -> _CommandResult: ...
 
 
 ProgressCallback = Callable[[str, int, int | None], None]
@@ -113,8 +97,11 @@ class VerifiedArtifact:
     reused: bool
     bytes_transferred: int
     release: str | None = None
+    _seal: object = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
+        if self._seal is not _SEAL:
+            raise TypeError("a VerifiedArtifact is made only by Downloader.fetch, after its checksum matched")
         if not _HEX64.fullmatch(self.sha256) or self.checksum_source not in _SOURCES or self.size < 0:
             raise ValueError("not a verified artifact")
 
@@ -210,6 +197,7 @@ class _Transfer:
     size: int = 0
     transferred: int = 0
     attempts: int = 0
+    part_name: str | None = None  # the server-revealed name recorded in the sidecar of a resumed .part
     checked_existing: set[str] = field(default_factory=set)
     warned_no_validator: bool = False
 
@@ -257,15 +245,26 @@ class Downloader:
     def __init__(
         self,
         policy: DownloadPolicy,
-        proxy: _ProxyDecision,
+        proxy: ProxyConfig,
         *,
-        runner: _Runner | None = None,
+        runner: Runner | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_progress: ProgressCallback | None = None,
+        progress_bar: IO[str] | None = None,
         disk_free: Callable[[Path], int] | None = None,
     ) -> None:
+        """Args beyond the policy and proxy decision are the injected edges.
+
+        Args:
+            runner: runs gpgv (required when the policy has a keyring).
+            transport: an httpx transport (tests); None for real sockets.
+            clock, sleep: monotonic time and waiting (tests inject fakes).
+            on_progress: called with (label, bytes done, total or None) at most once a second and at the end.
+            progress_bar: a terminal stream to draw a progress bar on; progress log lines then go to debug.
+            disk_free: free bytes of a directory (default: shutil.disk_usage).
+        """
         if policy.keyring is not None and runner is None:
             raise ValueError("a keyring is configured: the Downloader needs a runner for gpgv")
         self._policy = policy
@@ -274,7 +273,12 @@ class Downloader:
         self._transport = transport
         self._clock = clock
         self._sleep = sleep
-        self._on_progress = on_progress
+        self._bar = ProgressBar(progress_bar) if progress_bar is not None else None
+        self._sinks: list[tuple[ProgressCallback, float]] = []
+        if on_progress is not None:
+            self._sinks.append((on_progress, 1.0))
+        if self._bar is not None:
+            self._sinks.append((self._bar, 0.25))
         self._disk_free = disk_free or (lambda path: shutil.disk_usage(path).free)
         self._clients: dict[str | None, httpx.Client] = {}
         self._sums: dict[str, _Sums] = {}
@@ -311,8 +315,17 @@ class Downloader:
             part=spec.dest_dir / f".{spec.filename}.part",
             meta=spec.dest_dir / f".{spec.filename}.part.json",
         )
-        _ensure_dir(spec.dest_dir)
         t.lg.info("download.started", dest_dir=str(spec.dest_dir), proxy=_proxy_shown(self._proxy.proxy_for(spec.url)))
+        try:
+            return self._fetch(t)
+        except OSError as exc:  # the destination, not the network: unwritable, full, not a directory
+            raise DownloadError(
+                f"downloading {shown}: {exc.strerror or exc} ({exc.filename or spec.dest_dir})"
+            ) from exc
+
+    def _fetch(self, t: _Transfer) -> VerifiedArtifact:
+        spec = t.spec
+        _ensure_dir(spec.dest_dir)
         if not spec.adopt_server_name:
             self._bind_name(t, spec.filename, revealed=False)
             found = self._reuse(t)
@@ -335,6 +348,7 @@ class Downloader:
                 return self._verified(t, t.final, digest, t.size, reused=False, rename_from=t.part)
             except ChecksumError as exc:
                 _discard(t.part, t.meta)
+                self._drop_client(spec.url)  # the second copy comes over a fresh connection
                 t.lg.warning(
                     "download.checksum_mismatch",
                     expected=t.expected.sha256,
@@ -370,8 +384,8 @@ class Downloader:
                 basename = unquote(urlsplit(spec.url).path.rsplit("/", 1)[-1])
                 if basename and basename not in candidates:
                     candidates.append(basename)  # 'latest' may be listed under its URL name
-                if spec.adopt_server_name and spec.filename not in candidates:
-                    candidates.append(spec.filename)
+                if spec.adopt_server_name and not t.revealed and spec.filename not in candidates:
+                    candidates.append(spec.filename)  # unnamed 'latest': the configured release's entry
                 for candidate in candidates:
                     if candidate in sums.entries:
                         digest = sums.entries[candidate]
@@ -399,11 +413,11 @@ class Downloader:
         if body is None:
             sums = _Sums(None, SOURCE_SUMS)
         else:
-            entries = _parse_sums(body, shown)
             source = SOURCE_SUMS
             if self._policy.keyring is not None:
                 self._check_signature(sums_url, body)
                 source = SOURCE_SUMS_GPG
+            entries = _parse_sums(body, shown)
             log.info("download.sums_loaded", url=shown, entries=len(entries), source=source)
             sums = _Sums(entries, source)
         self._sums[sums_url] = sums
@@ -491,6 +505,7 @@ class Downloader:
             reused=reused,
             bytes_transferred=t.transferred,
             release=release_match.group(1) if release_match else None,
+            _seal=_SEAL,
         )
         if not reused:
             t.lg.info(
@@ -516,15 +531,15 @@ class Downloader:
 
     # -- the transfer ----------------------------------------------------------------------------------------
 
-    def _retrying(self, what: str, counter: list[int]) -> tenacity.Retrying:
+    def _retrying(self, lg: Any, counter: list[int]) -> tenacity.Retrying:
+        """The retry policy: what is retried (_Transient), how long to wait, when to stop, and the log line."""
         policy = self._policy
         started = self._clock()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning(
+            lg.warning(
                 "download.retry_scheduled",
-                url=what,
                 attempt=state.attempt_number,
                 attempts=policy.attempts,
                 sleep_s=round(state.upcoming_sleep, 2),
@@ -552,7 +567,7 @@ class Downloader:
         counter = [0]
         deadline = started + self._policy.max_time_s
         try:
-            for attempt in self._retrying(t.url_shown, counter):
+            for attempt in self._retrying(t.lg, counter):
                 with attempt:
                     t.attempts += 1
                     self._attempt(t, deadline)
@@ -578,6 +593,7 @@ class Downloader:
 
     def _resume_point(self, t: _Transfer) -> tuple[int, str | None]:
         """(bytes kept, validator) for an existing .part whose sidecar matches; anything else is discarded."""
+        t.part_name = None
         if not t.part.exists():
             _discard(t.meta)
             return 0, None
@@ -586,7 +602,7 @@ class Downloader:
         reason = None
         if meta is None:
             reason = "no readable sidecar"
-        elif meta.get("url") != t.spec.url:
+        elif meta.get("url_sha256") != _url_digest(t.spec.url):
             reason = "the sidecar is for another URL"
         elif not meta.get("validator"):
             reason = "the server gave no validator (strong ETag or Last-Modified)"
@@ -599,23 +615,22 @@ class Downloader:
             _discard(t.part, t.meta)
             return 0, None
         assert meta is not None
+        name = meta.get("name")
+        t.part_name = name if isinstance(name, str) else None
         return size, str(meta["validator"])
 
     def _receive(self, t: _Transfer, resp: httpx.Response, offset: int, deadline: float) -> None:
-        status = resp.status_code
-        if status == 416 and offset:
-            self._range_not_satisfiable(t, resp, offset)
-            return
+        status, reclaimed = resp.status_code, 0
         if status in RETRY_STATUSES:
             raise _Transient(f"server answered {status} {resp.reason_phrase}", _retry_after(resp))
+        if status == 416 and offset:
+            if t.spec.adopt_server_name:
+                self._adopt_name(t, resp, offset)
+            self._range_not_satisfiable(t, resp, offset)
+            return
         if status not in (200, 206) or (status == 206 and not offset):
             raise DownloadError(f"downloading {t.url_shown}: server answered {status} {resp.reason_phrase}")
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "text/html" and not t.spec.filename.endswith((".html", ".htm")):
-            raise DownloadError(
-                f"downloading {t.url_shown}: the server sent an HTML page (status {status}, {ctype}) instead of "
-                f"the file{_html_title(resp)}"
-            )
+        _check_representation(t, resp)
         if t.spec.adopt_server_name:
             self._adopt_name(t, resp, offset)
         if status == 206:
@@ -631,10 +646,11 @@ class Downloader:
         else:
             if offset:
                 t.lg.info("download.restarted", discarded=offset, reason="the server sent the whole file (200)")
-            offset, total, hasher = 0, _content_length(resp), hashlib.sha256()
-            self._write_meta(t, resp, total)
+            reclaimed, offset, total, hasher = offset, 0, _content_length(resp), hashlib.sha256()
         remaining = None if total is None else total - offset
-        self._check_space(t, remaining, total)
+        self._check_space(t, remaining, total, reclaimed)
+        if status == 200:
+            self._write_meta(t, resp, total)
         t.hasher, t.size = hasher, offset
         self._stream(t, resp, offset, total, deadline)
 
@@ -668,9 +684,11 @@ class Downloader:
             offered.append(("redirect", unquote(resp.url.path.rsplit("/", 1)[-1])))
         suffix = Path(t.spec.filename).suffix
         for source, raw in offered:
-            name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+            name = raw
             problem = None
-            if not _is_safe_name(name):
+            if "/" in raw or "\\" in raw:
+                problem = "carries a path (a plain file name was expected; nothing of it is used)"
+            elif not _is_safe_name(name):
                 problem = "not a plain file name"
             elif suffix and not name.endswith(suffix):
                 problem = f"does not end in {suffix}"
@@ -685,6 +703,11 @@ class Downloader:
                 reason=problem,
                 fallback=t.spec.filename,
             )
+        if not offered and t.part_name and t.part_name.endswith(suffix) and _is_safe_name(t.part_name):
+            # Resuming: the server named the file when this .part was started (the validator vouches for it).
+            if t.part_name != t.name:
+                t.lg.info("download.server_name", name=t.part_name, source="the partial download's sidecar")
+            return t.part_name, True
         if not offered and t.name is None:
             t.lg.info("download.server_name", name=t.spec.filename, source="configured (the server did not say)")
         return t.spec.filename, False
@@ -695,18 +718,25 @@ class Downloader:
         if not validator and not t.warned_no_validator:
             t.warned_no_validator = True
             t.lg.warning("download.resume_unavailable", reason="no strong ETag or Last-Modified from the server")
-        data = {"url": t.spec.url, "validator": validator, "total": total, "name": t.name}
+        data = {
+            "url": redact_url(t.spec.url),  # for people; matching uses the digest (no credentials on disk)
+            "url_sha256": _url_digest(t.spec.url),
+            "validator": validator,
+            "total": total,
+            "name": t.name if t.revealed else None,
+        }
         tmp = t.meta.with_name(t.meta.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f)
         os.replace(tmp, t.meta)
 
-    def _check_space(self, t: _Transfer, remaining: int | None, total: int | None) -> None:
+    def _check_space(self, t: _Transfer, remaining: int | None, total: int | None, reclaimed: int) -> None:
+        """Fail early when the rest of the file plus the margin exceeds the free space where it lands."""
         if remaining is None:
             t.lg.info("download.size_unknown", reason="the server announced no length")
             return
-        free = self._disk_free(t.spec.dest_dir)
+        free = self._disk_free(t.spec.dest_dir) + reclaimed  # a restarted .part is truncated first
         margin = self._policy.free_space_margin_bytes
         if remaining + margin > free:
             raise DownloadError(
@@ -723,7 +753,8 @@ class Downloader:
             t,
             self._policy,
             clock=self._clock,
-            callback=self._on_progress,
+            sinks=self._sinks,
+            quiet_logs=self._bar is not None,
             offset=offset,
             total=total,
             deadline=deadline,
@@ -732,6 +763,7 @@ class Downloader:
         if offset == 0:
             first = next(chunks, b"")
             if _looks_like_html(first) and not t.spec.filename.endswith((".html", ".htm")):
+                _discard(t.part, t.meta)
                 raise DownloadError(
                     f"downloading {t.url_shown}: the server sent an HTML page (status {resp.status_code}) instead "
                     f"of the file{_html_title_from(first)}"
@@ -773,7 +805,7 @@ class Downloader:
             _discard(t.part, t.meta)
             raise
         except OSError as exc:
-            raise DownloadError(f"downloading {t.url_shown}: writing {t.part} failed: {exc}") from exc
+            raise _write_failed(t, exc, total) from exc
         meter.finish(offset + received)
 
     # -- small requests --------------------------------------------------------------------------------------
@@ -817,13 +849,18 @@ class Downloader:
                 raise DownloadError(f"downloading {shown}: {type(exc).__name__}: {exc}") from exc
 
         try:
-            result: bytes | None = self._retrying(shown, counter)(once)
+            result: bytes | None = self._retrying(log.bind(url=shown), counter)(once)
         except _Transient as exc:
             raise DownloadError(
                 f"downloading {shown}: {exc.reason}; gave up after {counter[0]} attempts in "
                 f"{self._clock() - started:.0f} s"
             ) from exc
         return result
+
+    def _drop_client(self, url: str) -> None:
+        client = self._clients.pop(self._proxy.proxy_for(url), None)
+        if client is not None:
+            client.close()
 
     def _client(self, url: str) -> httpx.Client:
         proxy = self._proxy.proxy_for(url)
@@ -852,13 +889,17 @@ class Downloader:
 # Progress.
 
 
+@dataclass(slots=True)
+class _Sink:
+    callback: ProgressCallback
+    interval: float
+    next_at: float = 0.0
+
+
 class _Meter:
     """Stall detection, the wall-time budget and progress reports, consulted only every so often."""
 
     __slots__ = (
-        "_callback",
-        "_cb_interval",
-        "_cb_only",
         "_clock",
         "_deadline",
         "_label",
@@ -866,9 +907,10 @@ class _Meter:
         "_lg",
         "_log_interval",
         "_min_rate",
-        "_next_cb",
         "_next_log",
         "_offset",
+        "_quiet_logs",
+        "_sinks",
         "_started",
         "_total",
         "_url_shown",
@@ -883,7 +925,8 @@ class _Meter:
         policy: DownloadPolicy,
         *,
         clock: Callable[[], float],
-        callback: ProgressCallback | None,
+        sinks: list[tuple[ProgressCallback, float]],
+        quiet_logs: bool,
         offset: int,
         total: int | None,
         deadline: float,
@@ -892,8 +935,8 @@ class _Meter:
         self._url_shown = t.url_shown
         self._label = t.spec.label or t.spec.filename
         self._clock = clock
-        self._callback = callback
-        self._cb_interval = 0.25
+        self._sinks = [_Sink(callback, interval) for callback, interval in sinks]
+        self._quiet_logs = quiet_logs
         self._log_interval = policy.progress_interval_s
         self._min_rate = policy.stall_min_rate
         self._win_len = policy.stall_window_s
@@ -904,15 +947,13 @@ class _Meter:
         self._win_start = 0.0
         self._win_bytes = offset
         self._next_log = 0.0
-        self._next_cb = 0.0
-        self._last_pct = -1
-        self._cb_only = callback is not None
+        self._last_pct = 0
 
     def start(self) -> tuple[float, int]:
+        """Begin timing; returns (clock time, bytes received) at which `check` must next be called."""
         now = self._clock()
         self._started = self._win_start = now
         self._next_log = now + self._log_interval
-        self._next_cb = now
         self._last_pct = self._pct(self._offset) // 10 * 10
         return self._schedule(self._offset)
 
@@ -921,16 +962,18 @@ class _Meter:
 
     def _schedule(self, done: int) -> tuple[float, int]:
         check_at = min(self._next_log, self._win_start + self._win_len, self._deadline)
-        if self._callback is not None:
-            check_at = min(check_at, self._next_cb)
-        next_mark = (self._last_pct + 10) * self._total // 100 + 1 if self._total else 1 << 62
+        for sink in self._sinks:
+            check_at = min(check_at, sink.next_at)
+        next_mark = -(-(self._last_pct + 10) * self._total // 100) if self._total else 1 << 62
         return check_at, max(next_mark - self._offset, done - self._offset + 1)
 
     def check(self, done: int, now: float) -> tuple[float, int]:
+        """Enforce the budget and the minimum rate, report progress; returns the next check point."""
         if now >= self._deadline:
             raise _OverBudget(
                 f"downloading {self._url_shown}: the wall-time budget ran out at {_human(done)} of "
-                f"{_human(self._total) if self._total else 'unknown'} (download.max_time_s)"
+                f"{_human(self._total) if self._total else 'unknown'} (download.max_time_s); "
+                "a re-run continues from there"
             )
         if now >= self._win_start + self._win_len:
             rate = (done - self._win_bytes) / max(now - self._win_start, 1e-9)
@@ -942,18 +985,19 @@ class _Meter:
             self._win_start, self._win_bytes = now, done
         pct = self._pct(done)
         if pct >= self._last_pct + 10 or now >= self._next_log:
-            if pct >= self._last_pct + 10:
-                self._last_pct = pct // 10 * 10
+            self._last_pct = max(self._last_pct, pct // 10 * 10)
             self._next_log = now + self._log_interval
             self._report(done, now)
-        if self._callback is not None and now >= self._next_cb:
-            self._next_cb = now + self._cb_interval
-            self._callback(self._label, done, self._total)
+        for sink in self._sinks:
+            if now >= sink.next_at:
+                sink.next_at = now + sink.interval
+                sink.callback(self._label, done, self._total)
         return self._schedule(done)
 
     def finish(self, done: int) -> None:
-        if self._callback is not None:
-            self._callback(self._label, done, self._total)
+        """Tell every progress sink the final count."""
+        for sink in self._sinks:
+            sink.callback(self._label, done, self._total)
 
     def _report(self, done: int, now: float) -> None:
         elapsed = max(now - self._started, 1e-9)
@@ -966,7 +1010,7 @@ class _Meter:
         summary += f", {_human(rate)}/s"
         if eta is not None:
             summary += f", ETA {_duration(eta)}"
-        emit = self._lg.debug if self._cb_only else self._lg.info
+        emit = self._lg.debug if self._quiet_logs else self._lg.info
         emit(
             "download.progress",
             done_bytes=done,
@@ -979,7 +1023,7 @@ class _Meter:
 
 
 class ProgressBar:
-    """A one-line progress bar for a terminal, usable as `Downloader(on_progress=...)`."""
+    """A one-line progress bar for a terminal (what `Downloader(progress_bar=stream)` draws)."""
 
     def __init__(self, stream: IO[str], *, width: int = 30, clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream
@@ -1058,6 +1102,22 @@ def _disposition_filename(header: str) -> str | None:
     return None
 
 
+def _check_representation(t: _Transfer, resp: httpx.Response) -> None:
+    """Refuse an encoded body (offsets would be wrong) and an HTML page where a file was expected."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise DownloadError(
+            f"downloading {t.url_shown}: the server sent Content-Encoding {encoding} although only identity "
+            "was accepted; byte offsets and checksums would not match the file"
+        )
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "text/html" and not t.spec.filename.endswith((".html", ".htm")):
+        raise DownloadError(
+            f"downloading {t.url_shown}: the server sent an HTML page (status {resp.status_code}, {ctype}) "
+            f"instead of the file{_html_title(resp)}"
+        )
+
+
 def _content_length(resp: httpx.Response) -> int | None:
     raw = resp.headers.get("content-length")
     if raw is None or not raw.strip().isdigit():
@@ -1084,18 +1144,20 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return None
     if raw.isdigit():
         return float(raw)
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    when = _http_date(raw)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = datetime.now(timezone.utc)
-    date = resp.headers.get("date")
-    if date:  # measure against the server's own clock: a freshly booted node's clock may be wrong
-        with contextlib.suppress(TypeError, ValueError):
-            now = email.utils.parsedate_to_datetime(date)
+    # Measured against the server's own Date: a freshly booted node's clock may be wrong.
+    now = _http_date(resp.headers.get("date", "")) or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
+
+
+def _http_date(raw: str) -> datetime | None:
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _looks_like_html(head: bytes) -> bool:
@@ -1160,6 +1222,31 @@ def _ensure_dir(path: Path) -> None:
         os.chmod(path, 0o755)  # noqa: S103 - ostree-production and operators read it
 
 
+def _write_failed(t: _Transfer, exc: OSError, total: int | None) -> DownloadError:
+    """The error for a .part that could not be written; a full directory is told with its numbers.
+
+    The .part file and its sidecar are kept: once there is room, a re-run resumes from what reached the disk.
+    """
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return DownloadError(f"downloading {t.url_shown}: writing {t.part} failed: {exc}")
+    try:
+        kept = t.part.stat().st_size
+    except OSError:
+        kept = 0
+    try:
+        usage = shutil.disk_usage(t.spec.dest_dir)
+        room = f"{_human(usage.free)} free of {_human(usage.total)}"
+    except OSError:
+        room = "free space unknown"
+    of = f"of {_human(total)} ({total:,} bytes)" if total is not None else "(total size not announced by the server)"
+    t.lg.error("download.disk_full", part=str(t.part), kept_bytes=kept, total=total, error=str(exc))
+    return DownloadError(
+        f"downloading {t.url_shown}: {t.spec.dest_dir} is full ({exc.strerror}): {_human(kept)} ({kept:,} bytes) "
+        f"{of} written, {room}; the partial file {t.part.name} is kept and a re-run resumes once there is room",
+        f"errno {exc.errno}; part {t.part}; kept {kept} bytes",
+    )
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -1172,6 +1259,10 @@ def _discard(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _url_digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def _proxy_shown(proxy: str | None) -> str:

@@ -43,7 +43,11 @@ class StepObserver(Protocol):
         ...
 
     def progress(self, label: str, done: int, total: int | None) -> None:
-        """Download progress (rate-limited by the caller)."""
+        """Download progress (called often: rate-limit in the observer)."""
+        ...
+
+    def run_finished(self, report: InstallReport) -> None:
+        """The run is over (installed, failed, interrupted, not a target); called once, last."""
         ...
 
 
@@ -150,6 +154,12 @@ class _Steps:
             log.info("step.started", description=description)
             try:
                 yield detail
+            except NotATargetHost as exc:  # not a failure: this host is simply not to be imaged
+                duration = round(self._clock() - started, 3)
+                log.info("step.finished", status="skipped", duration_s=duration, detail=str(exc))
+                self.outcomes.append(StepOutcome(name, "skipped", str(exc), duration))
+                self._notify("step_finished", name, "skipped", str(exc))
+                raise
             except BaseException as exc:
                 duration = round(self._clock() - started, 3)
                 log.error("step.failed", duration_s=duration, error=str(exc) or type(exc).__name__)
@@ -164,7 +174,7 @@ class _Steps:
             self._notify("step_finished", name, status, text)
         self.current = None
 
-    def _notify(self, method: str, *args: str) -> None:
+    def _notify(self, method: str, *args: object) -> None:
         if self._observer is None:
             return
         try:
@@ -178,8 +188,17 @@ class _Steps:
 
 
 def run(settings: Settings, deps: Deps) -> InstallReport:
-    """Install Harmonic cOS on this machine: every step in order, stopping at the first failure."""
+    """Install Harmonic cOS on this machine: every step in order, stopping at the first failure.
+
+    The observer (if any) hears about every step and, last, gets the final report.
+    """
     steps = _Steps(deps.observer, deps.clock)
+    report = _run(settings, deps, steps)
+    steps._notify("run_finished", report)
+    return report
+
+
+def _run(settings: Settings, deps: Deps, steps: _Steps) -> InstallReport:
     state: dict[str, Any] = {"artifacts": [], "disk": None, "release": None}
     try:
         with RunLock(settings.state_dir):

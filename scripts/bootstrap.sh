@@ -16,6 +16,7 @@ APT_PACKAGES=(
   systemd                                # systemd-analyze verify (unit lint)
   cloud-init                             # cloud-init schema (user-data lint), real cloud-final.service for verify
   shellcheck                             # lint of packaging/ and Packer shell scripts
+  make                                   # make deb / pyz from the VM tests
 )
 
 missing=()

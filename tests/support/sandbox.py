@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -116,11 +117,27 @@ def pylib() -> Path:
         lib = tmp / INSTALL_ROOT.lstrip("/") / "lib"
         _log(f"installing the runtime dependencies for Python {SANDBOX_PYTHON} into {target}")
         result = subprocess.run(
-            [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--target", str(lib), "--python-version", SANDBOX_PYTHON, "--only-binary=:all:",
-             "--require-hashes", "--no-deps", "-r", str(lock)],
-            check=False, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                str(VENV_PYTHON),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                str(lib),
+                "--python-version",
+                SANDBOX_PYTHON,
+                "--only-binary=:all:",
+                "--require-hashes",
+                "--no-deps",
+                "-r",
+                str(lock),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"pip could not install {lock} for the sandbox:\n{result.stdout}{result.stderr}")
         (tmp / ".complete").touch()
@@ -138,6 +155,7 @@ class Command:
     stdin: str | None = None  # text on stdin; None: /dev/null
     timeout: float = 600
     stop_on_failure: bool = False  # skip the session's later commands when this one fails
+    echo_stdout: bool = True  # with Sandbox.run(echo=True): show stdout live too (not for a JSON report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +217,11 @@ class SessionResult:
 class Sandbox:
     """One isolated root (its own upper layer) in which sessions run; see the module docstring."""
 
-    def __init__(self, workdir: Path, *, source: Path = REPO / "harmonic_installer") -> None:
+    def __init__(self, workdir: Path, *, source: Path | None = None) -> None:
+        """Args: source: the harmonic_installer package to install (default: this checkout's, or the
+        directory named by HARMONIC_SANDBOX_SOURCE, e.g. to try another branch's installer)."""
         self.workdir = workdir
+        source = source or Path(os.environ.get("HARMONIC_SANDBOX_SOURCE", REPO / "harmonic_installer"))
         self.layers = (self._source_layer(workdir / "src", source), pylib(), rootfs())
         self.upper = workdir / "upper"
         self.upper.mkdir(parents=True, exist_ok=True)
@@ -282,28 +303,59 @@ class Sandbox:
             "tmpfs": dict(tmpfs) if tmpfs is not None else {"/run": "64m", "/tmp": "256m"},
             "web": None
             if web is None
-            else {"root": str(web.root), "host": web.host, "port": web.port, "extra_server": web.extra_server,
-                  "access_copy": str(session / "nginx-access.log")},
+            else {
+                "root": str(web.root),
+                "host": web.host,
+                "port": web.port,
+                "extra_server": web.extra_server,
+                "access_copy": str(session / "nginx-access.log"),
+            },
             "proxy": None
             if proxy is None
-            else {"host": proxy.host, "port": proxy.port, "allow": list(proxy.allow),
-                  "log": str(session / "tinyproxy.log")},
+            else {
+                "host": proxy.host,
+                "port": proxy.port,
+                "allow": list(proxy.allow),
+                "log": str(session / "tinyproxy.log"),
+            },
             "commands": [
-                {"argv": list(c.argv), "env": dict(c.env), "stdin": c.stdin, "timeout": c.timeout,
-                 "stop_on_failure": c.stop_on_failure}
+                {
+                    "argv": list(c.argv),
+                    "env": dict(c.env),
+                    "stdin": c.stdin,
+                    "timeout": c.timeout,
+                    "stop_on_failure": c.stop_on_failure,
+                    "echo_stdout": c.echo_stdout,
+                }
                 for c in commands
             ],
             "results": str(session / "results.json"),
             "echo": echo,
-        }  # fmt: skip
+        }
         spec_path = session / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=1))
-        argv = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
-                str(VENV_PYTHON), "-m", "tests.support.sandbox_session", str(spec_path)]  # fmt: skip
+        argv = [
+            "unshare",
+            "--mount",
+            "--net",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            str(VENV_PYTHON),
+            "-m",
+            "tests.support.sandbox_session",
+            str(spec_path),
+        ]
         driver_err = session / "driver.stderr"
         with driver_err.open("wb") as err_file:
-            proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=None if echo else subprocess.DEVNULL,
-                                    stderr=None if echo else err_file)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=None if echo else subprocess.DEVNULL,
+                stderr=None if echo else err_file,
+            )
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -314,12 +366,14 @@ class Sandbox:
                     proc.send_signal(signal.SIGINT)
                 proc.wait()
                 raise
-        return self._collect(session, spec, proc.returncode)
+        return self._collect(session, proc.returncode)
 
     @staticmethod
-    def _collect(session: Path, spec: dict[str, object], driver_rc: int) -> SessionResult:
+    def _collect(session: Path, driver_rc: int) -> SessionResult:
         results_file = session / "results.json"
-        data = json.loads(results_file.read_text()) if results_file.exists() else {"commands": [], "status": driver_rc}
+        data: dict[str, Any] = (
+            json.loads(results_file.read_text()) if results_file.exists() else {"commands": [], "status": driver_rc}
+        )
         commands = tuple(
             CommandResult(
                 argv=tuple(c["argv"]),
@@ -342,6 +396,37 @@ class Sandbox:
             web_access=tuple(access),
             proxy_log=tuple(proxy_log.read_text(errors="replace").splitlines()) if proxy_log.exists() else (),
         )
+
+
+def installer_command(
+    web: WebServer,
+    proxy: Proxy,
+    disk: str,
+    *extra: str,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+) -> Command:
+    """`harmonic-install -p -i --no-reboot --json` against the session's web server, proxy and loop disk."""
+    argv = (
+        "harmonic-install",
+        "-p",
+        "-i",
+        "--no-reboot",
+        "--json",
+        "--server-url",
+        web.url,
+        "--proxy-url",
+        proxy.url,
+        "--no-proxy",
+        "localhost",
+        "--disk",
+        disk,
+        "--state-dir",
+        "/run/harmonic-installer",
+        *extra,
+    )
+    return Command(argv, env=dict(env or {}), stdin=stdin, timeout=timeout)
 
 
 def main(argv: Sequence[str]) -> int:
