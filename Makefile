@@ -33,6 +33,7 @@ test-unit: bootstrap
 # The sandbox demo (docs/sandbox.md): a complete -p -i install on real parts in an isolated root.
 sandbox-demo:
 	scripts/sandbox-demo.sh
+
 # Artifacts. Always rebuilt (a few seconds): both are reproducible, so an unchanged tree gives the same bytes.
 pyz:
 	"$$(scripts/find-python310.sh)" packaging/build_pyz.py --output dist/harmonic-install.pyz
