@@ -32,8 +32,9 @@ def summary(r: ScenarioResult, *, prep: dict[str, float]) -> list[str]:
         if len(parts) < 3:
             continue
         path = parts[1].split()[1] if len(parts[1].split()) > 1 else parts[1]
-        status_size = parts[2].split()
-        lines.append(f"              {path:<58} HTTP {status_size[0]}  {int(status_size[1]):>12,} bytes")
+        status, size = [*parts[2].split(), "-", "-"][:2]
+        size_text = f"{int(size):>12,} bytes" if size.isdigit() else ""
+        lines.append(f"              {path:<58} HTTP {status}  {size_text}")
     steps = r.finished_steps()
 
     def detail(step: str) -> str:
