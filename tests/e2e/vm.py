@@ -557,6 +557,17 @@ class Vm:
         """Press the ACPI power button (the guest's logind powers off)."""
         self.qmp("system_powerdown")
 
+    def power_off(self, timeout: float = 300) -> VmResult:
+        """Press the power button until the guest powers off (again every 30 s: logind may not listen yet)."""
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.powerdown()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=min(30.0, max(0.0, deadline - time.monotonic())))
+        return self.wait(timeout=max(1.0, deadline - time.monotonic()))
+
     def wait(self, timeout: float) -> VmResult:
         """Wait for QEMU to exit (the guest rebooted or powered off); kill it after `timeout` seconds."""
         assert self._proc is not None
