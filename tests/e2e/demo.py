@@ -44,7 +44,7 @@ def summary(r: ScenarioResult, *, prep: dict[str, float]) -> list[str]:
     lines.append(f"verified    {detail('download')}")
     for url_path, art in served.items():
         lines.append(f"              {url_path:<58} sha256 {art.sha256[:16]}... (SHA256SUMS on the server)")
-    lines.append(f"installed   {detail('packages')}")
+    lines.append(f"installed   {detail('packages').removeprefix('installed: ')} (dpkg, in the guest)")
     holds = r.disk_holds_iso()
     lines.append(f"written     {detail('write')}")
     lines.append(
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     _say("demo: booting the guest (TCG, no KVM: a few minutes); serial console follows")
     _say("-" * 100)
     r = scenarios.run_scenario(Scenario("baked", live=True), workdir, base=base, build=build, web=web)
+    prep["layer"] = r.timings.get("image_s", 0.0)
     prep["vm"] = r.vm.duration_s
     for line in summary(r, prep=prep):
         _say(line)
