@@ -101,3 +101,9 @@ def test_baked_kernel_command_line_carries_the_unit_gate_and_the_settings() -> N
     assert "harmonic.server.url=http://10.0.2.100" in baked
     assert "harmonic.proxy.no_proxy=localhost,127.0.0.1,10.0.2.0/24" in baked
     assert "harmonic.install=1" not in scenarios.kernel_cmdline("http://10.0.2.100", baked=False)
+
+
+def test_mounts_left_inside_a_build_directory_are_found() -> None:
+    """Mount points below a directory are listed (so an interrupted build is unmounted before rm -rf)."""
+    assert "/proc" in vm._mounts_under(Path("/"))
+    assert vm._mounts_under(Path("/proc/self/fdinfo")) == []
