@@ -48,7 +48,7 @@ clean:
 	rm -rf dist
 
 test-e2e: bootstrap
-	HARMONIC_E2E=1 scripts/run-tests.sh -m e2e tests/e2e
+	scripts/run-tests.sh -m e2e tests/e2e
 
 demo:
 	scripts/demo.sh
