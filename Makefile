@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test test-unit test-e2e lint demo sandbox-demo pyz deb image clean
+.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean
 
 help:
 	@echo "make demo        boot a VM and watch the installer do its whole job (docs/e2e.md)"
@@ -10,6 +10,7 @@ help:
 	@echo "make test-unit   unit tests only (fast, no root-only parts)"
 	@echo "make test-e2e    only the VM tests (tests/e2e, a few minutes each under TCG)"
 	@echo "make lint        ruff and mypy --strict"
+	@echo "make test-failsafe  the injected faults and bad inputs; rewrites docs/reliability.json and the README figures"
 	@echo "make sandbox-demo  a complete -p -i install in an isolated root on a loop device (docs/sandbox.md)"
 	@echo "make pyz         dist/harmonic-install.pyz (one file: python3 harmonic-install.pyz -p -i)"
 	@echo "make deb         dist/harmonic-installer_<version>_all.deb (pyz, /usr/sbin wrapper, systemd unit)"
@@ -29,6 +30,9 @@ test: lint
 
 test-unit: bootstrap
 	$(PY) -m pytest -q tests/unit
+
+test-failsafe: bootstrap
+	scripts/run-tests.sh tests/failsafe tests/unit/test_reliability_readme.py
 
 # The sandbox demo (docs/sandbox.md): a complete -p -i install on real parts in an isolated root.
 sandbox-demo:

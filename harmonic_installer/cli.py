@@ -167,6 +167,13 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
             environ=environ,
             cmdline=config.read_kernel_cmdline(environ),
         )
+        for key in config.credentials_in_flags(settings):
+            log.warning(
+                "config.credentials_on_command_line",
+                key=key,
+                risk="the command line is readable by every local user in /proc/<pid>/cmdline",
+                instead=f"{config.env_name(key)} or the config file (mode 0600)",
+            )
         factory: DepsFactory = obj.get("deps_factory") or _default_deps
         deps = factory(settings)
         if settings.runs_install:

@@ -334,6 +334,18 @@ _KEYS: dict[str, _Key] = {
 # Keys whose values are never displayed (settings listing, errors). MAAS's status API identifies the machine
 # by the OAuth token key alone (it does not check the signature of status messages), so the key is secret too.
 _SECRET_KEYS = frozenset({"maas.consumer_secret", "maas.token_key", "maas.token_secret"})
+# URL settings: shown with any user:password replaced by '***'.
+_URL_KEYS = frozenset({"server.url", "proxy.url", "maas.endpoint"})
+
+
+def credentials_in_flags(settings: Settings) -> list[str]:
+    """The URL settings that carry user:password and came from a command-line flag (visible in /proc/*/cmdline)."""
+    found = []
+    for key in sorted(_URL_KEYS):
+        value = settings.value(key)
+        if settings.sources.get(key) == "flag" and isinstance(value, str) and _redact_url(value) != value:
+            found.append(key)
+    return found
 KEYS: tuple[str, ...] = tuple(_KEYS)
 
 
@@ -615,7 +627,7 @@ def _display_value(key: str, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    if key in {"proxy.url", "maas.endpoint"}:
+    if key in _URL_KEYS:
         return _redact_url(str(value))
     return str(value)
 

@@ -464,6 +464,10 @@ class Downloader:
         t.checked_existing.add(final.name)
         if not final.is_file() or final.is_symlink():
             return None
+        if not _ours(final.stat()):  # another user could change it after it is verified: never reuse it
+            t.lg.warning("download.existing_untrusted", path=str(final), reason="owned or writable by another user")
+            final.unlink()
+            return None
         assert t.expected is not None
         if t.expected.sha256 is None:
             t.lg.warning("download.existing_unverifiable", path=str(final), action="downloading again")
@@ -779,6 +783,8 @@ class Downloader:
         clock = self._clock
         fd = os.open(t.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
+            if not _ours(os.fstat(fd)):  # planted by another user in a shared directory: they could change it
+                raise DownloadError(f"downloading {t.url_shown}: {t.part} belongs to another user; not writing to it")
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
             with os.fdopen(fd, "wb", buffering=_WRITE_BUFFER) as f:
@@ -1255,6 +1261,11 @@ def _write_failed(t: _Transfer, exc: OSError, total: int | None) -> DownloadErro
         f"{of} written, {room}; the partial file {t.part.name} is kept and a re-run resumes once there is room",
         f"errno {exc.errno}; part {t.part}; kept {kept} bytes",
     )
+
+
+def _ours(st: os.stat_result) -> bool:
+    """A file only this process' user (root) can change: owned by us, not writable by group or others."""
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _fsync_dir(path: Path) -> None:

@@ -338,12 +338,16 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
         via = proxy_config.proxy_for(url)
         return f"{redact_url(url)} ({'via ' + redact_url(via) if via else 'direct'})"
 
-    checksum = f"pinned {settings.iso_sha256}" if settings.iso_sha256 else f"from {iso_spec.sums_url}"
+    checksum = f"pinned {settings.iso_sha256}" if settings.iso_sha256 else f"from {redact_url(iso_spec.sums_url or '')}"
     outcomes = [
         StepOutcome("preflight", "planned", f"target disk {disk_text}"),
         StepOutcome("proxy", "planned", proxy_config.describe()),
         *(
-            StepOutcome("download", "planned", f"{route(s.url)} -> {s.dest_dir}/{s.filename}, sha256 from {s.sums_url}")
+            StepOutcome(
+                "download",
+                "planned",
+                f"{route(s.url)} -> {s.dest_dir}/{s.filename}, sha256 from {redact_url(s.sums_url or '')}",
+            )
             for s in deb_specs
         ),
         StepOutcome(

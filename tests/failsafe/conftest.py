@@ -1,6 +1,6 @@
 """The `failsafe` fixture and the hooks that publish its ledger (see recorder.py).
 
-When a run executed every test under tests/failsafe (every module collected, none deselected or skipped),
+When a run executed every test under tests/failsafe (every module collected, none deselected),
 the ledger is written to docs/reliability.json and the README's reliability section is rendered from it,
 as soon as the last failsafe test finished. A partial run (`-k`, one file, `-x` stopping early) publishes
 nothing.
@@ -63,7 +63,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         _done[item.nodeid] = report.outcome
         recorder = _recorders.get(item.nodeid)
         if recorder is not None:
-            recorder.finish(report.passed)
+            reason = None
+            if report.skipped and isinstance(report.longrepr, tuple):
+                reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+            recorder.finish(report.passed, reason)
 
 
 def pytest_runtest_logfinish(nodeid: str) -> None:
@@ -72,8 +75,6 @@ def pytest_runtest_logfinish(nodeid: str) -> None:
         return
     if not set(HERE.glob("test_*.py")) <= _files:
         return  # some failsafe module was not collected: partial
-    if any(_done[n] not in ("passed", "failed") for n in _items):
-        return  # a skipped test: partial
     _publish()
 
 

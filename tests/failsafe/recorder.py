@@ -29,7 +29,7 @@ class Case:
     observed_exit: int | None = None
     checks: list[str] = field(default_factory=list)
     failed_check: str | None = None
-    outcome: str = "not finished"  # held | FAILED | not finished
+    outcome: str = "not finished"  # held | FAILED | skipped: <reason> | not finished
 
     def exit(self, returncode: int | None, context: str = "") -> None:
         """Record the exit code and assert it is the expected one."""
@@ -64,7 +64,10 @@ class Recorder:
         self._ledger.append(case)
         return case
 
-    def finish(self, passed: bool) -> None:
-        """Mark this test's cases held (the test passed) or FAILED."""
+    def finish(self, passed: bool, skipped: str | None = None) -> None:
+        """Mark this test's cases held (the test passed), skipped (this host cannot inject it) or FAILED."""
         for case in self.cases:
-            case.outcome = "held" if passed and case.failed_check is None else "FAILED"
+            if skipped is not None:
+                case.outcome = f"skipped: {skipped}"
+            else:
+                case.outcome = "held" if passed and case.failed_check is None else "FAILED"

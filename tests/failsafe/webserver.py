@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ class Site:
     files: dict[str, File]
     url: str = ""
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header)
+    posts: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)  # (path, headers, body)
+    force_status: int | None = None  # answer every GET with this status (e.g. 407 as a proxy)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -41,8 +44,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+        self.site.posts.append((self.path, dict(self.headers.items()), body))
+        self.send_error(500)
+
     def do_GET(self) -> None:
         self.site.requests.append((self.path, self.headers.get("Range", "")))
+        if self.site.force_status is not None:
+            self.send_response(self.site.force_status)
+            if self.site.force_status == 407:
+                self.send_header("Proxy-Authenticate", 'Basic realm="failsafe"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         served = self.site.files.get(self.path)
         if served is None:
             self.send_error(404)
@@ -82,14 +97,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(files: dict[str, File]) -> Iterator[Site]:
+def serve(files: dict[str, File], *, tls: ssl.SSLContext | None = None) -> Iterator[Site]:
     """Serve `files` on 127.0.0.1 (a free port) for the block; the Site's url is the base URL."""
     site = Site(files)
     handler = type("Handler", (_Handler,), {"site": site})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    site.url = f"http://127.0.0.1:{server.server_address[1]}"
+    scheme = "https" if tls is not None else "http"
+    site.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     try:
         yield site
     finally:
