@@ -13,6 +13,7 @@ APT_PACKAGES=(
   dpkg-dev lintian gpgv gnupg            # .deb build and lint, SHA256SUMS signatures
   util-linux kmod fdisk                  # losetup, blockdev, sfdisk (partitioned loop disks)
   genisoimage iproute2                   # stand-in Apollo ISO; network namespaces for the sandbox
+  curl wget time gnuplot-nox             # make bench: the tools compared, /usr/bin/time, the PNG charts
 )
 
 missing=()

@@ -50,8 +50,9 @@ class Measured:
     stderr: str
 
 
-def run_measured(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-                 timeout: float = 900.0) -> Measured:
+def run_measured(
+    argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 900.0
+) -> Measured:
     """Run argv under /usr/bin/time: wall time from here, CPU and peak RSS of the command (and its children).
 
     GNU time (a 2 MiB process) forks the command: a child forked straight from this Python process would
@@ -64,7 +65,13 @@ def run_measured(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str,
         start = time.perf_counter()
         proc = subprocess.run(
             ["/usr/bin/time", "-o", str(time_path), "-f", "%M %U %S", *argv],
-            cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, timeout=timeout, check=False,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
         )
         wall = time.perf_counter() - start
     stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
@@ -107,8 +114,9 @@ def warm(path: Path) -> None:
 def tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
     """A tmpfs mounted at `path` (the ISO dir in the MAAS ephemeral environment is RAM-backed)."""
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755", "bench-isodir", str(path)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755", "bench-isodir", str(path)], check=True
+    )
     try:
         yield path
     finally:
@@ -160,8 +168,9 @@ def machine() -> dict[str, object]:
         except (OSError, IndexError):
             return "?"
 
-    fs = subprocess.run(["findmnt", "-n", "-o", "SOURCE,FSTYPE", "-T", str(WORK)], capture_output=True, text=True,
-                        check=False).stdout.strip()
+    fs = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE,FSTYPE", "-T", str(WORK)], capture_output=True, text=True, check=False
+    ).stdout.strip()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -184,8 +193,9 @@ def save_json(name: str, data: object) -> Path:
     """Write a result file under tests/bench/results/."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
-    path.write_text(json.dumps(data, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
-                               else str(o)) + "\n")
+    path.write_text(
+        json.dumps(data, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)) + "\n"
+    )
     return path
 
 

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from tests.bench.bench_lib import GiB, ISO_NAME, MiB, REPO, WORK, empty_dir, log, run_measured, tmpfs, warm
+from tests.bench.bench_lib import ISO_NAME, REPO, WORK, GiB, MiB, empty_dir, log, run_measured, tmpfs, warm
 from tests.bench.bench_throughput import VENV_PY, web_root
 from tests.support.faults import Fault, FaultProxy
 from tests.support.nginx import serve
@@ -61,6 +61,7 @@ class ResumeRun:
     ratio: float
     body_bytes_client: int
     wall_s: float
+    cpu_s: float
     maxrss_kib: int
     ok: bool
 
@@ -81,19 +82,38 @@ def measure(size: int = GiB, cuts: int = 10, runs: int = 3) -> list[ResumeRun]:
             empty_dir(iso_dir)
             with CountingProxy(web.host, web.port, plan) as proxy:
                 m = run_measured(
-                    [VENV_PY, "-m", "tests.bench.bench_fetch", proxy.url, str(iso_dir),
-                     "download.attempts=20", "download.backoff_max_s=1"],
+                    [
+                        VENV_PY,
+                        "-m",
+                        "tests.bench.bench_fetch",
+                        proxy.url,
+                        str(iso_dir),
+                        "download.attempts=20",
+                        "download.backoff_max_s=1",
+                    ],
                     cwd=REPO,
                 )
             ok = m.returncode == 0
             art = json.loads(m.stdout.strip().splitlines()[-1]) if ok else {}
             ok = ok and art.get("sha256") == digest
             applied = proxy.connections - 2  # minus the SHA256SUMS GET and the final, uncut GET
-            r = ResumeRun(size, n, applied, proxy.bytes_to_client, proxy.bytes_to_client / size,
-                          int(art.get("bytes_transferred", 0)), m.wall_s, m.maxrss_kib, ok)
+            r = ResumeRun(
+                size,
+                n,
+                applied,
+                proxy.bytes_to_client,
+                proxy.bytes_to_client / size,
+                int(art.get("bytes_transferred", 0)),
+                m.wall_s,
+                m.user_s + m.sys_s,
+                m.maxrss_kib,
+                ok,
+            )
             results.append(r)
-            log(f"resume {size / GiB:.2f} GiB cuts={n} connections={proxy.connections} wire={r.wire_bytes} "
-                f"ratio={r.ratio:.6f} {m.wall_s:.1f} s {'ok' if ok else 'FAILED ' + m.stderr[-400:]}")
+            log(
+                f"resume {size / GiB:.2f} GiB cuts={n} connections={proxy.connections} wire={r.wire_bytes} "
+                f"ratio={r.ratio:.6f} {m.wall_s:.1f} s {'ok' if ok else 'FAILED ' + m.stderr[-400:]}"
+            )
         empty_dir(iso_dir)
     return results
 

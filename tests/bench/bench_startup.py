@@ -48,8 +48,10 @@ def measure(runs: int = 20) -> Startup:
         subject, argv = "python3.10 dist/harmonic-install.pyz --help", [py, str(pyz), "--help"]
     else:
         venv_py = str(REPO / ".venv" / "bin" / "python")
-        subject, argv = "python3.10 -m harmonic_installer --help (venv; no pyz on this branch)", [
-            venv_py, "-m", "harmonic_installer", "--help"]
+        subject, argv = (
+            "python3.10 -m harmonic_installer --help (venv; no pyz on this branch)",
+            [venv_py, "-m", "harmonic_installer", "--help"],
+        )
     base = [py, "-c", "pass"]
     for _ in range(2):  # warm the page cache and the pyc files
         run_measured(argv, cwd=Path("/"))
@@ -62,10 +64,13 @@ def measure(runs: int = 20) -> Startup:
         mine.append(m.wall_s)
         theirs.append(b.wall_s)
         rss = max(rss, m.maxrss_kib)
-    result = Startup(subject, argv, runs, median(mine), min(mine), max(mine), median(theirs),
-                     median(mine) / median(theirs), rss, ok)
-    log(f"start-up {subject}: median {result.median_s * 1000:.0f} ms, bare interpreter "
-        f"{result.baseline_median_s * 1000:.0f} ms, ratio {result.ratio:.1f}x")
+    result = Startup(
+        subject, argv, runs, median(mine), min(mine), max(mine), median(theirs), median(mine) / median(theirs), rss, ok
+    )
+    log(
+        f"start-up {subject}: median {result.median_s * 1000:.0f} ms, bare interpreter "
+        f"{result.baseline_median_s * 1000:.0f} ms, ratio {result.ratio:.1f}x"
+    )
     return result
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.bench.bench_lib import (
-    GiB,
     ISO_NAME,
-    MiB,
     REPO,
     WORK,
+    GiB,
     Measured,
+    MiB,
     empty_dir,
     log,
     make_file,
@@ -132,10 +132,8 @@ def summarize(runs: list[Run]) -> list[dict[str, object]]:
             if not mine:
                 continue
 
-            def ratio(ref: str, tool: str = tool) -> float:
-                vals = [
-                    rd[tool].wall_s / rd[ref].wall_s for rd in by_round.values() if tool in rd and ref in rd
-                ]
+            def ratio(ref: str, tool: str = tool, by_round: dict[int, dict[str, Run]] = by_round) -> float:
+                vals = [rd[tool].wall_s / rd[ref].wall_s for rd in by_round.values() if tool in rd and ref in rd]
                 return median(vals)
 
             rows.append(
