@@ -265,7 +265,8 @@ def write(r: dict[str, Any], *, quick: bool) -> Path:
             "## Start-up",
             f"`{st['subject']}`: median {st['median_s'] * 1000:.0f} ms (min {st['min_s'] * 1000:.0f}, max "
             f"{st['max_s'] * 1000:.0f}) over {st['runs']} runs; `python3.10 -c pass`: "
-            f"{st['baseline_median_s'] * 1000:.0f} ms; ratio {st['ratio']:.1f}x; peak RSS "
+            f"{st['baseline_median_s'] * 1000:.0f} ms; ratio {st['ratio']:.1f}x. CPU (user+sys, 10 ms resolution): "
+            f"{st['cpu_median_s'] * 1000:.0f} ms against {st['baseline_cpu_median_s'] * 1000:.0f} ms. Peak RSS "
             f"{st['maxrss_kib'] / 1024:.1f} MiB.",
             "",
         ]
