@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean
+.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean bench bench-quick
 
 help:
 	@echo "make demo        boot a VM and watch the installer do its whole job (docs/e2e.md)"
@@ -16,6 +16,8 @@ help:
 	@echo "make deb         dist/harmonic-installer_<version>_all.deb (pyz, /usr/sbin wrapper, systemd unit)"
 	@echo "make image       the MAAS image with Packer (packaging/packer: needs Packer and KVM)"
 	@echo "make clean       remove dist/"
+	@echo "make bench       benchmarks of issue 7 (about 20 min, root) -> tests/bench/results/"
+	@echo "make bench-quick the same, smaller and fewer (about 5 min)"
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -56,3 +58,9 @@ test-e2e: bootstrap
 
 demo:
 	scripts/demo.sh
+
+bench: bootstrap  ## issue 7: throughput, RSS, resume, start-up, fleet (about 20 min, root) -> tests/bench/results/
+	$(PY) -m tests.bench
+
+bench-quick: bootstrap  ## the same with smaller files, fewer runs, one small fleet (about 5 min)
+	$(PY) -m tests.bench --quick

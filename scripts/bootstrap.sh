@@ -17,6 +17,7 @@ APT_PACKAGES=(
   cloud-init                             # cloud-init schema (user-data lint), real cloud-final.service for verify
   shellcheck                             # lint of packaging/ and Packer shell scripts
   make                                   # make deb / pyz from the VM tests
+  curl wget time gnuplot-nox             # make bench: the tools compared, /usr/bin/time, the PNG charts
 )
 
 missing=()
