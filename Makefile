@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean
+.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean bench bench-quick
 
 help:
 	@echo "make demo        boot a VM and watch the installer do its whole job (docs/e2e.md)"
@@ -16,6 +16,8 @@ help:
 	@echo "make deb         dist/harmonic-installer_<version>_all.deb (pyz, /usr/sbin wrapper, systemd unit)"
 	@echo "make image       the MAAS image with Packer (packaging/packer: needs Packer and KVM)"
 	@echo "make clean       remove dist/"
+	@echo "make bench       benchmarks of issue 7 (about 20 min, root) -> tests/bench/results/"
+	@echo "make bench-quick the same, smaller and fewer (about 5 min)"
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -37,6 +39,7 @@ test-failsafe: bootstrap
 # The sandbox demo (docs/sandbox.md): a complete -p -i install on real parts in an isolated root.
 sandbox-demo:
 	scripts/sandbox-demo.sh
+
 # Artifacts. Always rebuilt (a few seconds): both are reproducible, so an unchanged tree gives the same bytes.
 pyz:
 	"$$(scripts/find-python310.sh)" packaging/build_pyz.py --output dist/harmonic-install.pyz
@@ -51,7 +54,13 @@ clean:
 	rm -rf dist
 
 test-e2e: bootstrap
-	HARMONIC_E2E=1 scripts/run-tests.sh -m e2e tests/e2e
+	scripts/run-tests.sh -m e2e tests/e2e
 
 demo:
 	scripts/demo.sh
+
+bench: bootstrap  ## issue 7: throughput, RSS, resume, start-up, fleet (about 20 min, root) -> tests/bench/results/
+	$(PY) -m tests.bench
+
+bench-quick: bootstrap  ## the same with smaller files, fewer runs, one small fleet (about 5 min)
+	$(PY) -m tests.bench --quick

@@ -346,6 +346,8 @@ def credentials_in_flags(settings: Settings) -> list[str]:
         if settings.sources.get(key) == "flag" and isinstance(value, str) and _redact_url(value) != value:
             found.append(key)
     return found
+
+
 KEYS: tuple[str, ...] = tuple(_KEYS)
 
 

@@ -19,6 +19,7 @@ import random
 import re
 import shutil
 import ssl
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -252,7 +253,7 @@ class Downloader:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_progress: ProgressCallback | None = None,
-        progress_bar: IO[str] | None = None,
+        progress_bar: IO[str] | Literal["auto"] | None = "auto",
         disk_free: Callable[[Path], int] | None = None,
     ) -> None:
         """Args beyond the policy and proxy decision are the injected edges.
@@ -262,7 +263,8 @@ class Downloader:
             transport: an httpx transport (tests); None for real sockets.
             clock, sleep: monotonic time and waiting (tests inject fakes).
             on_progress: called with (label, bytes done, total or None) at most once a second and at the end.
-            progress_bar: a terminal stream to draw a progress bar on; progress log lines then go to debug.
+            progress_bar: a stream to draw a progress bar on ("auto": stderr when it is a terminal, else
+                none); while a bar is drawn, download.progress log lines go to debug.
             disk_free: free bytes of a directory (default: shutil.disk_usage).
         """
         if policy.keyring is not None and runner is None:
@@ -273,6 +275,8 @@ class Downloader:
         self._transport = transport
         self._clock = clock
         self._sleep = sleep
+        if progress_bar == "auto":
+            progress_bar = sys.stderr if _isatty(sys.stderr) else None
         self._bar = ProgressBar(progress_bar) if progress_bar is not None else None
         self._sinks: list[tuple[ProgressCallback, float]] = []
         if on_progress is not None:
@@ -339,7 +343,6 @@ class Downloader:
                 except _FinalExists:
                     found = self._reuse(t)
                     if found is not None:
-                        _discard(t.part, t.meta)
                         return found
             assert t.expected is not None
             assert t.hasher is not None
@@ -478,6 +481,7 @@ class Downloader:
             final.unlink()
             return None
         t.lg.info("download.reused", path=str(final), sha256=digest, size=size, release=found.release)
+        _discard(t.part, t.meta)
         return found
 
     def _verified(
@@ -598,6 +602,7 @@ class Downloader:
     def _resume_point(self, t: _Transfer) -> tuple[int, str | None]:
         """(bytes kept, validator) for an existing .part whose sidecar matches; anything else is discarded."""
         t.part_name = None
+        _discard(t.meta.with_name(t.meta.name + ".tmp"))  # left by a kill while the sidecar was written
         if not t.part.exists():
             _discard(t.meta)
             return 0, None
@@ -687,10 +692,9 @@ class Downloader:
         if resp.history:
             offered.append(("redirect", unquote(resp.url.path.rsplit("/", 1)[-1])))
         suffix = Path(t.spec.filename).suffix
-        for source, raw in offered:
-            name = raw
+        for source, name in offered:
             problem = None
-            if "/" in raw or "\\" in raw:
+            if "/" in name or "\\" in name:
                 problem = "carries a path (a plain file name was expected; nothing of it is used)"
             elif not _is_safe_name(name):
                 problem = "not a plain file name"
@@ -702,7 +706,7 @@ class Downloader:
                 return name, True
             t.lg.warning(
                 "download.server_name_rejected",
-                offered=repr(raw)[:120],
+                offered=repr(name)[:120],
                 source=source,
                 reason=problem,
                 fallback=t.spec.filename,
@@ -764,6 +768,7 @@ class Downloader:
             deadline=deadline,
         )
         chunks: Iterator[bytes] = resp.iter_raw()
+        check_at, next_mark = meter.start()
         if offset == 0:
             first = next(chunks, b"")
             if _looks_like_html(first) and not t.spec.filename.endswith((".html", ".htm")):
@@ -776,7 +781,6 @@ class Downloader:
         received = 0
         update = t.hasher.update
         clock = self._clock
-        check_at, next_mark = meter.start()
         fd = os.open(t.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             if not _ours(os.fstat(fd)):  # planted by another user in a shared directory: they could change it
@@ -909,6 +913,7 @@ class _Meter:
         "_clock",
         "_deadline",
         "_label",
+        "_last_log",
         "_last_pct",
         "_lg",
         "_log_interval",
@@ -953,12 +958,13 @@ class _Meter:
         self._win_start = 0.0
         self._win_bytes = offset
         self._next_log = 0.0
+        self._last_log = 0.0
         self._last_pct = 0
 
     def start(self) -> tuple[float, int]:
         """Begin timing; returns (clock time, bytes received) at which `check` must next be called."""
         now = self._clock()
-        self._started = self._win_start = now
+        self._started = self._win_start = self._last_log = now
         self._next_log = now + self._log_interval
         self._last_pct = self._pct(self._offset) // 10 * 10
         return self._schedule(self._offset)
@@ -990,9 +996,12 @@ class _Meter:
                 )
             self._win_start, self._win_bytes = now, done
         pct = self._pct(done)
-        if pct >= self._last_pct + 10 or now >= self._next_log:
-            self._last_pct = max(self._last_pct, pct // 10 * 10)
-            self._next_log = now + self._log_interval
+        if pct >= self._last_pct + 10:
+            self._last_pct = pct // 10 * 10
+            # Every 10 %, but not more than once a second (small files) except for the last line.
+            if now >= self._last_log + 1.0 or pct >= 100:
+                self._report(done, now)
+        elif now >= self._next_log:
             self._report(done, now)
         for sink in self._sinks:
             if now >= sink.next_at:
@@ -1006,6 +1015,7 @@ class _Meter:
             sink.callback(self._label, done, self._total)
 
     def _report(self, done: int, now: float) -> None:
+        self._last_log, self._next_log = now, now + self._log_interval
         elapsed = max(now - self._started, 1e-9)
         rate = (done - self._offset) / elapsed
         eta = (self._total - done) / rate if self._total and rate > 0 else None
@@ -1272,6 +1282,13 @@ def _discard(*paths: Path) -> None:
             path.unlink()
 
 
+def _isatty(stream: IO[str] | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
 def _url_digest(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
@@ -1290,5 +1307,5 @@ def _human(n: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    s = int(seconds)
+    s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

@@ -211,7 +211,7 @@ def _http_url(value: str, what: str) -> str:
     return value.rstrip("/")
 
 
-def installer_argv(spec: UserDataSpec, pyz_path: str) -> list[str]:
+def _installer_argv(spec: UserDataSpec, pyz_path: str) -> list[str]:
     """The command line that runs the downloaded zipapp: always -i and --no-reboot (cloud-init reboots)."""
     server_url = _http_url(spec.server_url, "--server-url")
     for arg in spec.installer_args:
@@ -227,7 +227,7 @@ def _install_script(spec: UserDataSpec) -> str:
     server_url = _http_url(spec.server_url, "--server-url")
     pyz_url = _http_url(spec.pyz_url, "--pyz-url") if spec.pyz_url else f"{server_url}/{PYZ_URL_PATH}"
     pyz = f"{USERDATA_DIR}/harmonic-install.pyz"
-    argv = installer_argv(spec, pyz)
+    argv = _installer_argv(spec, pyz)
     lines = [
         "#!/bin/sh",
         f"# Rendered by `harmonic-install user-data` {__version__}: fetch the installer, check its SHA-256, run it.",

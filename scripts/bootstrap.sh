@@ -17,6 +17,7 @@ APT_PACKAGES=(
   cloud-init                             # cloud-init schema (user-data lint), real cloud-final.service for verify
   shellcheck                             # lint of packaging/ and Packer shell scripts
   make                                   # make deb / pyz from the VM tests
+  curl wget time gnuplot-nox             # make bench: the tools compared, /usr/bin/time, the PNG charts
 )
 
 missing=()
@@ -32,8 +33,10 @@ if ((${#missing[@]})); then
   # boot (a host that already had cloud-init is left alone).
   if [[ " ${missing[*]} " == *" cloud-init "* ]]; then touch /etc/cloud/cloud-init.disabled; fi
 fi
-# The Debian nginx package starts a system-wide server on port 80; the tests start their own.
-if command -v systemctl >/dev/null && systemctl is-active -q nginx 2>/dev/null; then systemctl stop nginx || true; fi
+# The Debian nginx and tinyproxy packages start system-wide servers (ports 80 and 8888); the tests start their own.
+for svc in nginx tinyproxy; do
+  if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
+done
 
 PY="$(scripts/find-python310.sh)"
 if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then

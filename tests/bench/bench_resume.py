@@ -61,6 +61,7 @@ class ResumeRun:
     ratio: float
     body_bytes_client: int
     wall_s: float
+    cpu_s: float
     maxrss_kib: int
     ok: bool
 
@@ -104,6 +105,7 @@ def measure(size: int = GiB, cuts: int = 10, runs: int = 3) -> list[ResumeRun]:
                 proxy.bytes_to_client / size,
                 int(art.get("bytes_transferred", 0)),
                 m.wall_s,
+                m.user_s + m.sys_s,
                 m.maxrss_kib,
                 ok,
             )

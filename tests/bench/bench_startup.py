@@ -1,5 +1,6 @@
 """Start-up: `python3.10 dist/harmonic-install.pyz --help` against `python3.10 -c pass`, interleaved.
 
+HARMONIC_BENCH_PYZ=/path/to/harmonic-install.pyz measures a zipapp built elsewhere (e.g. from branch pack).
 When the zipapp cannot be built (no packaging/build_pyz.py on this branch yet), the installer's start-up is
 measured as `python3.10 -m harmonic_installer --help` from the venv instead, and the result says so.
 """
@@ -26,12 +27,17 @@ class Startup:
     max_s: float
     baseline_median_s: float
     ratio: float
+    cpu_median_s: float
+    baseline_cpu_median_s: float
     maxrss_kib: int
     ok: bool
 
 
 def build_pyz() -> Path | None:
     """dist/harmonic-install.pyz via `make pyz` when this tree can build it; None otherwise."""
+    external = os.environ.get("HARMONIC_BENCH_PYZ")
+    if external and Path(external).is_file():
+        return Path(external)
     if PYZ.exists():
         return PYZ
     if (REPO / "packaging" / "build_pyz.py").exists():
@@ -45,7 +51,8 @@ def measure(runs: int = 20) -> Startup:
     py = python310()
     pyz = build_pyz()
     if pyz is not None:
-        subject, argv = "python3.10 dist/harmonic-install.pyz --help", [py, str(pyz), "--help"]
+        shown = "dist/harmonic-install.pyz" if pyz == PYZ else str(pyz)
+        subject, argv = f"python3.10 {shown} --help", [py, str(pyz), "--help"]
     else:
         venv_py = str(REPO / ".venv" / "bin" / "python")
         subject, argv = (
@@ -57,15 +64,29 @@ def measure(runs: int = 20) -> Startup:
         run_measured(argv, cwd=Path("/"))
         run_measured(base, cwd=Path("/"))
     mine, theirs, rss, ok = [], [], 0, True
+    cpu_mine, cpu_theirs = [], []
     for _ in range(runs):
         m = run_measured(argv, cwd=Path("/"))
         b = run_measured(base, cwd=Path("/"))
         ok = ok and m.returncode == 0 and "Usage" in m.stdout + m.stderr
         mine.append(m.wall_s)
         theirs.append(b.wall_s)
+        cpu_mine.append(m.user_s + m.sys_s)
+        cpu_theirs.append(b.user_s + b.sys_s)
         rss = max(rss, m.maxrss_kib)
     result = Startup(
-        subject, argv, runs, median(mine), min(mine), max(mine), median(theirs), median(mine) / median(theirs), rss, ok
+        subject,
+        argv,
+        runs,
+        median(mine),
+        min(mine),
+        max(mine),
+        median(theirs),
+        median(mine) / median(theirs),
+        median(cpu_mine),
+        median(cpu_theirs),
+        rss,
+        ok,
     )
     log(
         f"start-up {subject}: median {result.median_s * 1000:.0f} ms, bare interpreter "

@@ -32,8 +32,9 @@ def summary(r: ScenarioResult, *, prep: dict[str, float]) -> list[str]:
         if len(parts) < 3:
             continue
         path = parts[1].split()[1] if len(parts[1].split()) > 1 else parts[1]
-        status_size = parts[2].split()
-        lines.append(f"              {path:<58} HTTP {status_size[0]}  {int(status_size[1]):>12,} bytes")
+        status, size = [*parts[2].split(), "-", "-"][:2]
+        size_text = f"{int(size):>12,} bytes" if size.isdigit() else ""
+        lines.append(f"              {path:<58} HTTP {status}  {size_text}")
     steps = r.finished_steps()
 
     def detail(step: str) -> str:
@@ -43,7 +44,7 @@ def summary(r: ScenarioResult, *, prep: dict[str, float]) -> list[str]:
     lines.append(f"verified    {detail('download')}")
     for url_path, art in served.items():
         lines.append(f"              {url_path:<58} sha256 {art.sha256[:16]}... (SHA256SUMS on the server)")
-    lines.append(f"installed   {detail('packages')}")
+    lines.append(f"installed   {detail('packages').removeprefix('installed: ')} (dpkg, in the guest)")
     holds = r.disk_holds_iso()
     lines.append(f"written     {detail('write')}")
     lines.append(
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     _say("demo: booting the guest (TCG, no KVM: a few minutes); serial console follows")
     _say("-" * 100)
     r = scenarios.run_scenario(Scenario("baked", live=True), workdir, base=base, build=build, web=web)
+    prep["layer"] = r.timings.get("image_s", 0.0)
     prep["vm"] = r.vm.duration_s
     for line in summary(r, prep=prep):
         _say(line)

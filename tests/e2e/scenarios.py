@@ -234,9 +234,7 @@ def run_scenario(
                 with contextlib.suppress(TimeoutError):
                     machine.wait_for(r"harmonic-install: FAILED", timeout=timeout)
                     time.sleep(3)  # let systemd and cloud-init log the unit's end
-                if machine.running():
-                    machine.powerdown()
-                result = machine.wait(timeout=180)
+                result = machine.power_off(timeout=300)
             else:
                 result = machine.wait(timeout=timeout)
         timings["vm_s"] = time.monotonic() - t1

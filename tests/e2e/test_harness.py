@@ -103,8 +103,7 @@ def test_powerdown_is_told_apart_from_reboot(base_image: vm.Image, e2e_dir: Path
     spec = vm.VmSpec(image=image, disk=disk, cmdline=["e2e.probe=0"])
     with vm.Vm(spec, e2e_dir) as machine:
         machine.wait_for(r"login:", timeout=600)
-        machine.powerdown()
-        result = machine.wait(timeout=180)
+        result = machine.power_off(timeout=300)
     assert result.outcome == "poweroff", result.serial[-3000:]
     assert "e2e-probe:" not in result.serial
     assert vm.nonzero_bytes(disk) == 0

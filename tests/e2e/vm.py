@@ -169,6 +169,28 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = line.split()[4].replace("\\040", " ")
+        if mount_point.startswith(prefix):
+            found.append(mount_point)
+    return found
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf a build directory, after unmounting what an interrupted mmdebstrap may have left mounted in it."""
+    if not path.exists():
+        return
+    for mount_point in sorted(_mounts_under(path), reverse=True):
+        subprocess.run(["umount", "--lazy", mount_point], check=False)
+    left = _mounts_under(path)
+    if left:
+        raise RuntimeError(f"refusing to delete {path}: still mounted inside it: {', '.join(left)}")
+    shutil.rmtree(path)
+
+
 def _make_ext4(tree: Path, image: Path) -> None:
     image.unlink(missing_ok=True)
     _run(["truncate", "-s", ROOT_SIZE, str(image)])
@@ -214,8 +236,7 @@ def base_image() -> Image:
 def _build_base(final: Path) -> None:
     started = time.monotonic()
     work = final.with_name(final.name + ".build")
-    if work.exists():
-        shutil.rmtree(work)
+    _remove_tree(work)
     work.mkdir(parents=True)
     tree = work / "tree"
     _run(_mmdebstrap_argv(tree), stdin=subprocess.DEVNULL)
@@ -282,8 +303,7 @@ def _build_layer(base: Image, layer: Layer, final: Path) -> None:
     assert base.tree is not None
     started = time.monotonic()
     work = final.with_name(final.name + ".build")
-    if work.exists():
-        shutil.rmtree(work)
+    _remove_tree(work)
     work.mkdir(parents=True)
     tree = work / "tree"
     _run(["cp", "-a", "--reflink=auto", str(base.tree), str(tree)])
@@ -319,7 +339,8 @@ def _prune(entries: Iterable[Path], keep: int) -> None:
     done = [p for p in entries if not p.name.endswith(".build")]
     for old in sorted(done, key=lambda p: p.stat().st_mtime, reverse=True)[keep:]:
         for path in (old, *old.parent.glob(f"{old.name}-layer-*")):
-            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError, RuntimeError):
+                _remove_tree(path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -556,6 +577,17 @@ class Vm:
     def powerdown(self) -> None:
         """Press the ACPI power button (the guest's logind powers off)."""
         self.qmp("system_powerdown")
+
+    def power_off(self, timeout: float = 300) -> VmResult:
+        """Press the power button until the guest powers off (again every 30 s: logind may not listen yet)."""
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.powerdown()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=min(30.0, max(0.0, deadline - time.monotonic())))
+        return self.wait(timeout=max(1.0, deadline - time.monotonic()))
 
     def wait(self, timeout: float) -> VmResult:
         """Wait for QEMU to exit (the guest rebooted or powered off); kill it after `timeout` seconds."""

@@ -28,7 +28,7 @@ def _load_build_module() -> ModuleType:
     return module
 
 
-def _build(python: str, output: Path) -> float:
+def _build(output: Path) -> float:
     started = time.monotonic()
     build_pyz(output)
     return time.monotonic() - started
@@ -42,15 +42,15 @@ def _python310_fixture() -> str:
 @pytest.fixture(scope="module")
 def pyz(tmp_path_factory: pytest.TempPathFactory, python310: str) -> Path:
     out = tmp_path_factory.mktemp("pyz") / "harmonic-install.pyz"
-    took = _build(python310, out)
+    took = _build(out)
     print(f"\npyz: built {out.stat().st_size} bytes in {took:.1f} s")
     return out
 
 
-def test_rebuild_gives_identical_bytes(pyz: Path, python310: str, tmp_path: Path) -> None:
+def test_rebuild_gives_identical_bytes(pyz: Path, tmp_path: Path) -> None:
     """A second build, in another directory, has the same SHA-256."""
     again = tmp_path / "elsewhere" / "harmonic-install.pyz"
-    _build(python310, again)
+    _build(again)
     assert hashlib.sha256(again.read_bytes()).hexdigest() == hashlib.sha256(pyz.read_bytes()).hexdigest()
 
 

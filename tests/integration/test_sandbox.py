@@ -3,7 +3,11 @@ tool on a loop device, and nothing left behind on the host."""
 
 from __future__ import annotations
 
+import _thread
+import json
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +146,22 @@ def test_nothing_is_left_on_the_host(tmp_path: Path, web: WebRoot) -> None:
     assert _host_mounts_under(tmp_path) == []
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftovers.stdout == ""
+
+
+def test_an_interrupted_caller_passes_sigint_to_the_command(tmp_path: Path) -> None:
+    """Ctrl-C in the process calling Sandbox.run reaches the command inside (unshare alone would swallow it)."""
+    sandbox = Sandbox(tmp_path / "sb")
+    catch = "import time\ntry:\n time.sleep(120)\nexcept KeyboardInterrupt:\n print('got SIGINT'); raise SystemExit(9)"
+    timer = threading.Timer(2, _thread.interrupt_main)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sandbox.run([_py(catch)])
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 20
+    results = json.loads((tmp_path / "sb/session-1/results.json").read_text())
+    assert results["status"] == 130
+    assert results["commands"][0]["returncode"] == 9
+    assert (tmp_path / "sb/session-1/cmd-0.stdout").read_text() == "got SIGINT\n"

@@ -49,6 +49,7 @@ INCLUDE = (
     "dpkg",
     "ca-certificates",
     "util-linux",
+    "mount",
     "fdisk",
     "e2fsprogs",
     "procps",
@@ -214,6 +215,22 @@ class SessionResult:
         return [line.split("): ", 1)[1] for line in self.proxy_log if "Request (file descriptor" in line]
 
 
+def _interrupt(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGINT to the session's PID 1 (unshare itself ignores SIGINT and passes nothing on); SIGKILL to unshare,
+    and with it the whole session (--kill-child), if it has not ended within `grace` seconds."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    try:
+        for pid in children.read_text().split():
+            os.kill(int(pid), signal.SIGINT)
+    except (OSError, ValueError):
+        pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Sandbox:
     """One isolated root (its own upper layer) in which sessions run; see the module docstring."""
 
@@ -361,10 +378,8 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 proc.kill()  # --kill-child: the session's PID 1 and with it every process in the namespace die
                 proc.wait()
-            except BaseException:  # Ctrl-C in the caller: let the session pass it on and clean up
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-                proc.wait()
+            except BaseException:  # Ctrl-C, pytest-timeout, ...: let the session pass it on and clean up
+                _interrupt(proc)
                 raise
         return self._collect(session, proc.returncode)
 

@@ -244,6 +244,8 @@ def _run_command(merged: Path, cmd: dict[str, Any], index: int, session: Path, e
             signalled = stop.signum
             _say(f"{stop}: passing it on to {cmd['argv'][0]}")
             _stop(proc, stop.signum)
+        with contextlib.suppress(ProcessLookupError):  # what the command left running in the background
+            os.killpg(proc.pid, signal.SIGKILL)
         for t in pumps:
             t.join(timeout=10)
     result = {

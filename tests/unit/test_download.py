@@ -691,6 +691,10 @@ def test_latest_content_disposition_name_is_adopted(srv: ScriptedServer, tmp_pat
     "disposition",
     [
         'attachment; filename="../../etc/cron.d/x"',
+        'attachment; filename="../../etc/cron.d/x.iso"',
+        'attachment; filename="/etc/cron.d/x.iso"',
+        'attachment; filename="..\\..\\x.iso"',
+        "attachment; filename*=UTF-8''x%0A.iso",
         'attachment; filename="/etc/passwd"',
         "attachment; filename*=UTF-8''evil%00.iso",
         "attachment; filename*=UTF-8''..%2F..%2Froot%2F.ssh%2Fauthorized_keys",
@@ -703,7 +707,7 @@ def test_latest_content_disposition_name_is_adopted(srv: ScriptedServer, tmp_pat
 def test_hostile_content_disposition_falls_back_to_the_configured_name(
     srv: ScriptedServer, tmp_path: Path, clock: FakeClock, disposition: str
 ) -> None:
-    """A name that is not a plain *.iso basename is rejected (logged) and the configured name used; nothing escapes."""
+    """A path, or a name that is not a plain *.iso name, is rejected (logged) for the configured name."""
     spec = iso_spec(srv, tmp_path)
     srv.add("/apollo/SHA256SUMS", sums_line(spec.filename).encode())
     srv.add("/apollo/latest", CONTENT, script=[Reply(headers={"Content-Disposition": disposition})])
@@ -781,20 +785,55 @@ def test_proxy_decision_routes_the_request_through_the_proxy(
     assert srv.requests[0].path == "http://localhost:9/p/a.deb"
 
 
-def test_progress_is_logged_every_10_percent(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
-    """Without a callback, download.progress is logged at each 10 % step with bytes, percent, rate and ETA."""
-    data = os.urandom(2 * 1024 * 1024)
-    srv.add("/p/big.iso", data)
-    spec = ArtifactSpec(
-        url=f"{srv.url}/p/big.iso", dest_dir=tmp_path, filename="big.iso", sha256=hashlib.sha256(data).hexdigest()
-    )
-    with capture_logs() as logs, downloader(clock) as dl:
+def test_progress_is_logged_every_10_percent(tmp_path: Path, clock: FakeClock) -> None:
+    """Without a progress bar, download.progress is logged at each 10 % step with bytes, percent, rate and ETA."""
+    data = os.urandom(40 * 50_000)
+
+    def tick() -> None:
+        clock.now += 0.75  # 40 chunks, 30 s in all: each 10 % step is 3 s apart
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        chunks = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
+        headers = {"Content-Length": str(len(data)), "ETag": '"x"'}
+        return httpx.Response(200, headers=headers, stream=stream_response(chunks, {}, tick))
+
+    spec = ArtifactSpec(url="http://127.0.0.1/big.iso", dest_dir=tmp_path, filename="big.iso",
+                        sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+    with capture_logs() as logs, downloader(clock, transport=httpx.MockTransport(handler)) as dl:
         dl.fetch(spec)
     progress = events(logs, "download.progress")
-    assert 5 <= len(progress) <= 11
-    assert progress[-1]["percent"] == 100.0
-    assert {"done_bytes", "total_bytes", "rate_bytes_s", "eta_s", "summary"} <= set(progress[0])
+    assert [p["percent"] for p in progress] == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+    assert progress[4]["summary"] == "976.6 KiB of 1.9 MiB (50%), 65.1 KiB/s, ETA 0:15"
+    assert (progress[4]["rate_bytes_s"], progress[4]["eta_s"]) == (66666, 15)
     assert all(p["log_level"] == "info" for p in progress)
+
+
+def test_progress_is_logged_every_few_seconds_on_a_slow_link(tmp_path: Path, clock: FakeClock) -> None:
+    """Between 10 % steps a line is still logged every progress_interval_s, so a slow link never looks dead."""
+    data = b"s" * 100_000
+
+    def tick() -> None:
+        clock.now += 1.0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        chunks = [data[i : i + 1000] for i in range(0, 20_000, 1000)]  # 20 % in 20 s, then the rest at once
+        chunks.append(data[20_000:])
+        return httpx.Response(200, headers={"Content-Length": str(len(data))}, stream=stream_response(chunks, {}, tick))
+
+    spec = ArtifactSpec(url="http://127.0.0.1/s.iso", dest_dir=tmp_path, filename="s.iso",
+                        sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+    with capture_logs() as logs, downloader(clock, transport=httpx.MockTransport(handler)) as dl:
+        dl.fetch(spec)
+    percents = [p["percent"] for p in events(logs, "download.progress")]
+    assert percents == [5.0, 10.0, 15.0, 20.0, 100.0]
+
+
+def test_small_files_log_progress_once(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """A file fetched in well under a second logs one progress line (100 %), not ten."""
+    srv.add("/p/a.deb", CONTENT)
+    with capture_logs() as logs, downloader(clock) as dl:
+        dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert [p["percent"] for p in events(logs, "download.progress")] == [100.0]
 
 
 def test_progress_callback_gets_the_final_count(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
@@ -816,6 +855,28 @@ def test_progress_bar_on_a_terminal_quiets_progress_logs(srv: ScriptedServer, tm
     assert "deb [" in out.getvalue()
     assert "100.0%" in out.getvalue()
     assert all(p["log_level"] == "debug" for p in events(logs, "download.progress"))
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_is_automatic_only_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock, tty: bool
+) -> None:
+    """By default the bar is drawn on stderr when it is a terminal, and nowhere otherwise."""
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": str(len(CONTENT))}, stream=stream_response([CONTENT], {}))
+
+    err = Stderr()
+    monkeypatch.setattr("sys.stderr", err)
+    spec = ArtifactSpec(url="http://127.0.0.1/a.deb", dest_dir=tmp_path, filename="a.deb", sha256=SHA, label="deb")
+    with Downloader(policy(), Direct(), transport=httpx.MockTransport(handler), clock=clock) as dl:
+        dl.fetch(spec)
+    assert ("deb [" in err.getvalue()) is tty
+    assert ("100.0%" in err.getvalue()) is tty
 
 
 def test_progress_bar_renders_one_line() -> None:

@@ -54,7 +54,7 @@ def _provisioners() -> list[tuple[str, dict[str, Any]]]:
 
 def _make_n(*overrides: str) -> str:
     result = subprocess.run(
-        ["make", "-n", "-C", str(PACKER_DIR), "all", *overrides],
+        ["make", "-n", "-B", "-C", str(PACKER_DIR), "all", *overrides],
         capture_output=True,
         text=True,
         check=False,
