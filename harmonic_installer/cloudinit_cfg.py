@@ -26,6 +26,8 @@ from typing import Any
 
 import structlog
 
+from harmonic_installer.config import redact_url
+
 log = structlog.get_logger()
 
 COMBINED_JSON = "/run/cloud-init/combined-cloud-config.json"
@@ -45,7 +47,12 @@ class WebhookConfig:
     source: str = ""
 
     def __repr__(self) -> str:  # never show the secrets
-        return f"WebhookConfig(endpoint={self.endpoint!r}, source={self.source!r}, secrets=***)"
+        return f"WebhookConfig(endpoint={redact_url(self.endpoint)!r}, source={self.source!r}, secrets=***)"
+
+    @property
+    def signed(self) -> bool:
+        """True when any OAuth credential is set (else events are posted unsigned, as cloud-init does)."""
+        return bool(self.consumer_key or self.token_key or self.token_secret or self.consumer_secret)
 
 
 def find_webhook(

@@ -56,24 +56,7 @@ _MAX_LOG_BYTES = 64 * 1024
 SKEW_FILE = "/run/oauth_skew.json"  # shared with cloud-init's and curtin's OauthUrlHelper: {host:port: seconds}
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where events go and the OAuth credentials that sign them."""
-
-    endpoint: str
-    consumer_key: str = ""
-    consumer_secret: str = ""
-    token_key: str = ""
-    token_secret: str = ""
-    source: str = ""
-
-    def __repr__(self) -> str:  # never show the secrets
-        return f"Target(endpoint={redact_url(self.endpoint)!r}, source={self.source!r}, secrets=***)"
-
-    @property
-    def signed(self) -> bool:
-        """True when any OAuth credential is set (else events are posted unsigned, as cloud-init does)."""
-        return bool(self.consumer_key or self.token_key or self.token_secret or self.consumer_secret)
+Target = cloudinit_cfg.WebhookConfig  # where events go and the OAuth credentials that sign them
 
 
 @dataclass(frozen=True, slots=True)
