@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import functools
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -100,6 +102,7 @@ class SubprocessRunner:
                 stderr=subprocess.STDOUT,
                 env=child_env,
                 start_new_session=True,
+                preexec_fn=_dies_with_us(),  # noqa: PLW1509 - the child runs only a prctl resolved beforehand
             )
         except OSError as exc:
             log.error("command.not_started", argv=list(args), error=str(exc))
@@ -145,6 +148,37 @@ class SubprocessRunner:
 def _short(args: tuple[str, ...]) -> str:
     text = " ".join(args)
     return f"`{text if len(text) <= 120 else text[:117] + '...'}`"
+
+
+def _dies_with_us() -> Callable[[], None] | None:
+    """A preexec_fn giving the child SIGTERM when we die (even by SIGKILL), so no vendor tool or dpkg outlives
+    the installer and meets a second one at the same disk; None where prctl is not available.
+
+    It runs in the child between fork and exec: it only calls the prctl function resolved here, in the parent.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # we died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return child
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> int | None:

@@ -582,3 +582,37 @@ def test_no_secret_in_any_process_title_while_the_tool_writes(
     case.check("no secret in any process title", secret not in titles, titles)
     case.check("no secret in the output or the log", secret not in run.stdout + run.stderr)
     case.check("the downloads went through the proxy", bool(result.proxied_requests()), str(result.proxy_log[-5:]))
+
+
+def test_sigkill_during_the_write_leaves_no_writer_behind(tmp_path: Path, good: WebRoot, failsafe: Recorder) -> None:
+    """SIGKILL to the installer while ostree-production writes: the tool does not outlive it (no second writer
+    when the installer is started again), and a re-run writes the whole ISO."""
+    case = failsafe.case(
+        "local fault",
+        "SIGKILL during the write, then a re-run",
+        injected="SIGKILL to the installer after the tool wrote its first MiB (HANG=write)",
+        expect_exit=137,
+    )
+    web = WebServer(good.root)
+    sandbox = _sandbox(tmp_path, "HANG=write\n")
+    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+        fill_pattern(loop.path, DISK)
+        wrapper = ("signal-during", "KILL", "0.3", "grep -q 'hanging at write' /var/log/ostree-standin.log")
+        commands = [
+            _installer(web, loop.path, wrapper=wrapper),
+            Command(("sleep", "1")),
+            PS,
+            Command(("rm", "-f", "/etc/ostree-standin.conf")),
+            _installer(web, loop.path),
+        ]
+        result = sandbox.run(commands, web=web, devices=loop.nodes())
+        run = _run(result.commands[0])
+        case.exit(run.returncode, run.explain())
+        left = _processes(result.commands[2], "ostree-production")
+        case.check("the tool stopped with the installer (no process left)", left == [], "\\n".join(left))
+        rerun = _run(result.commands[4])
+        case.check(
+            "re-run completes",
+            rerun.returncode == 0 and first_difference(loop.path, good.iso.path) is None,
+            rerun.explain(),
+        )
