@@ -303,22 +303,24 @@ def test_reboot_command_fails(tmp_path: Path, good: WebRoot, failsafe: Recorder)
 # --- signals during dpkg and during the write -----------------------------------------------------------
 
 
-def test_sigterm_during_dpkg_then_rerun(tmp_path: Path, good: WebRoot, failsafe: Recorder) -> None:
-    """SIGTERM while dpkg runs a postinst: exit 143, dpkg stopped (no process left), the journal says the
-    download is done and the packages are not, the disk untouched; a re-run installs both packages and
-    writes the disk."""
+@pytest.mark.parametrize(("sig", "code"), [("TERM", 143), ("INT", 130)])
+def test_signal_during_dpkg_then_rerun(tmp_path: Path, good: WebRoot, failsafe: Recorder, sig: str, code: int) -> None:
+    """SIG{TERM,INT} while dpkg runs a postinst: exit 143/130, dpkg stopped (no process left), the journal
+    says the download is done and the packages are not, the disk untouched; a re-run installs both packages
+    (dpkg --install finishes the interrupted configuration; no `dpkg --configure -a` needed) and writes the
+    disk."""
     case = failsafe.case(
         "local fault",
-        "SIGTERM during dpkg, then a re-run",
-        injected="SIGTERM while the bootstrap postinst blocks (its log is a FIFO)",
-        expect_exit=143,
+        f"SIG{sig} during dpkg, then a re-run",
+        injected=f"SIG{sig} while the bootstrap postinst blocks (its log is a FIFO)",
+        expect_exit=code,
     )
     web = WebServer(good.root)
     sandbox = _sandbox(tmp_path)
     with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
         fill_pattern(loop.path, DISK)
         before = digest(loop.path, DISK)
-        wrapper = ("signal-during", "TERM", "0.5", 'pgrep -f "[p]ostinst configure"')
+        wrapper = ("signal-during", sig, "0.5", 'pgrep -f "[p]ostinst configure"')
         commands = [
             Command(("mkfifo", FIFO)),
             _installer(web, loop.path, wrapper=wrapper),
@@ -334,7 +336,7 @@ def test_sigterm_during_dpkg_then_rerun(tmp_path: Path, good: WebRoot, failsafe:
         assert len(result.commands) == len(commands), result.driver_stderr
         run = _run(result.commands[1])
         case.exit(run.returncode, run.explain())
-        _common(case, run, "interrupted by SIGTERM")
+        _common(case, run, f"interrupted by SIG{sig}")
         left = _processes(result.commands[2], "dpkg", "postinst")
         case.check("dpkg stopped (no process left)", left == [], "\n".join(left))
         steps = json.loads(result.commands[3].stdout or "{}").get("steps", {})
