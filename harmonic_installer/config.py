@@ -32,6 +32,8 @@ ENV_PREFIX = "HARMONIC_"
 _CMDLINE_MARKERS = frozenset({"install"})
 # Environment variables in our namespace that are not settings.
 _ENV_MARKERS = frozenset({"HARMONIC_CONFIG", "HARMONIC_CMDLINE_FILE"})
+# Reserved for the test suite and the build tooling (HARMONIC_TEST_E2E, HARMONIC_TEST_CACHE, ...): not settings.
+_ENV_RESERVED = "HARMONIC_TEST_"
 
 SEED_PROXY_URL = "http://proxy4.spoc.charterlab.com:8080"
 SEED_NO_PROXY = (
@@ -513,7 +515,7 @@ def parse_environ(environ: Mapping[str, str]) -> dict[str, str]:
     """Pick `HARMONIC_<KEY>` variables out of an environment."""
     found: dict[str, str] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in _ENV_MARKERS:
+        if not name.startswith(ENV_PREFIX) or name in _ENV_MARKERS or name.startswith(_ENV_RESERVED):
             continue
         key = _ENV_TO_KEY.get(name)
         if key is None:

@@ -24,7 +24,7 @@ from harmonic_installer.disks import DiskProbe
 from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
 from harmonic_installer.errors import ExitCode, InstallerError, Interrupted, NotATargetHost
 from harmonic_installer.runner import Runner
-from harmonic_installer.state import Journal, RunLock
+from harmonic_installer.state import Journal, RunLock, clear_installed, mark_installed
 
 log = structlog.get_logger()
 
@@ -202,7 +202,9 @@ def _run(settings: Settings, deps: Deps, steps: _Steps) -> InstallReport:
     state: dict[str, Any] = {"artifacts": [], "disk": None, "release": None}
     try:
         with RunLock(settings.state_dir):
+            clear_installed(settings.state_dir)
             _install(settings, deps, steps, state)
+            mark_installed(settings.state_dir, disk=state["disk"], release=state["release"])
     except NotATargetHost as exc:
         log.info("install.not_a_target", reason=str(exc))
         return InstallReport("not-a-target", int(ExitCode.OK), tuple(steps.outcomes), error=str(exc), **_facts(state))

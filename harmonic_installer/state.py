@@ -21,6 +21,7 @@ log = structlog.get_logger()
 
 _JOURNAL = "journal.json"
 _LOCK = "lock"
+INSTALLED_MARKER = "installed"  # exists only after a run that installed; the systemd unit reboots on it
 
 
 def _ensure_dir(state_dir: Path) -> None:
@@ -148,3 +149,18 @@ class Journal:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def clear_installed(state_dir: Path) -> None:
+    """Forget an earlier run's success marker (a new run is starting)."""
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / INSTALLED_MARKER).unlink()
+
+
+def mark_installed(state_dir: Path, *, disk: str | None, release: str | None) -> None:
+    """Leave the success marker (0600) that tells the systemd unit this run installed and may reboot."""
+    _ensure_dir(state_dir)
+    path = state_dir / INSTALLED_MARKER
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"disk": disk, "release": release}) + "\n")

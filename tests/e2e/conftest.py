@@ -12,14 +12,14 @@ import pytest
 from tests.e2e import vm
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(os.environ.get("HARMONIC_E2E_ARTIFACTS", REPO / "build" / "e2e"))
+ARTIFACTS = Path(os.environ.get("HARMONIC_TEST_E2E_ARTIFACTS", REPO / "build" / "e2e"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """VM tests run with the rest of the suite (as in CI); HARMONIC_E2E=0 skips them, visibly, for quick runs."""
-    if os.environ.get("HARMONIC_E2E", "1") != "0":
+    """VM tests run with the rest of the suite (as in CI); HARMONIC_TEST_E2E=0 skips them, visibly, for quick runs."""
+    if os.environ.get("HARMONIC_TEST_E2E", "1") != "0":
         return
-    skip = pytest.mark.skip(reason="HARMONIC_E2E=0: VM tests skipped (CI runs them)")
+    skip = pytest.mark.skip(reason="HARMONIC_TEST_E2E=0: VM tests skipped (CI runs them)")
     for item in items:
         if item.get_closest_marker("e2e") is not None:
             item.add_marker(skip)

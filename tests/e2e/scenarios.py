@@ -41,7 +41,7 @@ ISO_SIZE = 24 * 1024 * 1024 + 3 * 2048  # "some tens of MiB", and not a whole nu
 DISK_MIB = 96
 PROXY_PORT = 3128
 NO_PROXY = "localhost,127.0.0.1,10.0.2.0/24"
-TIMEOUT_S = float(os.environ.get("HARMONIC_E2E_TIMEOUT", "900"))
+TIMEOUT_S = float(os.environ.get("HARMONIC_TEST_E2E_TIMEOUT", "900"))
 
 Kind = Literal["baked", "ephemeral"]
 
@@ -61,9 +61,9 @@ class InstallerBuild:
 def build_installer(*, make: bool = True) -> InstallerBuild:
     """Build (`make deb pyz`) and locate dist/harmonic-installer_<ver>_all.deb and dist/harmonic-install.pyz.
 
-    HARMONIC_E2E_DEB / HARMONIC_E2E_PYZ point at prebuilt files instead (CI artifacts).
+    HARMONIC_TEST_E2E_DEB / HARMONIC_TEST_E2E_PYZ point at prebuilt files instead (CI artifacts).
     """
-    deb_env, pyz_env = os.environ.get("HARMONIC_E2E_DEB"), os.environ.get("HARMONIC_E2E_PYZ")
+    deb_env, pyz_env = os.environ.get("HARMONIC_TEST_E2E_DEB"), os.environ.get("HARMONIC_TEST_E2E_PYZ")
     if make and not (deb_env and pyz_env):
         subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "deb", "pyz"], check=True)
     debs = sorted(glob.glob(str(REPO / "dist" / "harmonic-installer_*_all.deb")), key=os.path.getmtime)

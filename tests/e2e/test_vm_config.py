@@ -47,12 +47,12 @@ def test_root_is_a_snapshot_and_the_target_is_sda_on_virtio_scsi(tmp_path: Path)
 
 
 def test_tcg_unless_kvm_is_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """TCG by default (KVM hangs on the project's machines); HARMONIC_E2E_KVM=1 switches to KVM."""
+    """TCG by default (KVM hangs on the project's machines); HARMONIC_TEST_E2E_KVM=1 switches to KVM."""
     spec = vm.VmSpec(image=IMAGE, disk=tmp_path / "sda.img")
-    monkeypatch.delenv("HARMONIC_E2E_KVM", raising=False)
+    monkeypatch.delenv("HARMONIC_TEST_E2E_KVM", raising=False)
     argv = vm.qemu_argv(spec, tmp_path / "qmp")
     assert argv[argv.index("-accel") + 1] == "tcg"
-    monkeypatch.setenv("HARMONIC_E2E_KVM", "1")
+    monkeypatch.setenv("HARMONIC_TEST_E2E_KVM", "1")
     argv = vm.qemu_argv(spec, tmp_path / "qmp")
     assert argv[argv.index("-accel") + 1] == "kvm"
 

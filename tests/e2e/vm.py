@@ -407,8 +407,8 @@ def classify(serial: str, returncode: int | None) -> Outcome:
 
 
 def kvm_enabled() -> bool:
-    """KVM hangs on the project's machines: TCG unless HARMONIC_E2E_KVM=1."""
-    return os.environ.get("HARMONIC_E2E_KVM") == "1"
+    """KVM hangs on the project's machines: TCG unless HARMONIC_TEST_E2E_KVM=1."""
+    return os.environ.get("HARMONIC_TEST_E2E_KVM") == "1"
 
 
 @dataclass(frozen=True, slots=True)

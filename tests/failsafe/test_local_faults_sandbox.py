@@ -14,7 +14,7 @@ import pytest
 from tests.failsafe.harness import Run, digest, fill_pattern, no_traceback
 from tests.failsafe.recorder import Case, Recorder
 from tests.support.loopdev import MiB, first_difference, loop_device, read_device
-from tests.support.sandbox import Command, CommandResult, Sandbox, SessionResult, WebServer
+from tests.support.sandbox import Command, CommandResult, Proxy, Sandbox, SessionResult, WebServer
 from tests.support.standin import (
     BOOTSTRAP,
     UPGRADE,
@@ -550,3 +550,35 @@ def test_files_have_safe_permissions_after_an_install(tmp_path: Path, good: WebR
     )
     listing = result.commands[3].stdout
     case.check("no leftover partial or temporary files", ".part" not in listing and ".journal-" not in listing, listing)
+
+
+def test_no_secret_in_any_process_title_while_the_tool_writes(
+    tmp_path: Path, good: WebRoot, failsafe: Recorder
+) -> None:
+    """With proxy credentials and a MAAS token in the environment, every process title in the isolated root,
+    read while ostree-production writes (dpkg and the tool have run as children), is free of them."""
+    case = failsafe.case(
+        "secrets and trust",
+        "process titles of the installer's children",
+        injected="-p with proxy user:password in HARMONIC_PROXY_URL; every /proc/*/cmdline read while ostree-production writes",
+        expect_exit=143,
+    )
+    web = WebServer(good.root)
+    proxy = Proxy()
+    secret = "PROXYPW-s3cr3t"
+    sandbox = _sandbox(tmp_path, "HANG=write\n")
+    dump = "for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < $f; echo; done > /var/log/cmdlines.txt"
+    cond = f"grep -q 'hanging at write' /var/log/ostree-standin.log && {{ {dump}; }}"
+    env = {"HARMONIC_PROXY_URL": proxy.url.replace("://", f"://alice:{secret}@")}
+    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+        command = _installer(
+            web, loop.path, "-p", "--no-proxy", "localhost", env=env, wrapper=("signal-during", "TERM", "0", cond)
+        )
+        result = sandbox.run([command], web=web, proxy=proxy, devices=loop.nodes())
+        run = _first(result)
+        case.exit(run.returncode, run.explain())
+    titles = sandbox.read("/var/log/cmdlines.txt").decode(errors="replace")
+    case.check("the tool's title was captured", "ostree-production -D" in titles, titles)
+    case.check("no secret in any process title", secret not in titles, titles)
+    case.check("no secret in the output or the log", secret not in run.stdout + run.stderr)
+    case.check("the downloads went through the proxy", bool(result.proxied_requests()), str(result.proxy_log[-5:]))

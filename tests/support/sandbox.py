@@ -236,9 +236,9 @@ class Sandbox:
 
     def __init__(self, workdir: Path, *, source: Path | None = None) -> None:
         """Args: source: the harmonic_installer package to install (default: this checkout's, or the
-        directory named by HARMONIC_SANDBOX_SOURCE, e.g. to try another branch's installer)."""
+        directory named by HARMONIC_TEST_SANDBOX_SOURCE, e.g. to try another branch's installer)."""
         self.workdir = workdir
-        source = source or Path(os.environ.get("HARMONIC_SANDBOX_SOURCE", REPO / "harmonic_installer"))
+        source = source or Path(os.environ.get("HARMONIC_TEST_SANDBOX_SOURCE", REPO / "harmonic_installer"))
         self.layers = (self._source_layer(workdir / "src", source), pylib(), rootfs())
         self.upper = workdir / "upper"
         self.upper.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harmonic_installer import config, state
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "harmonic-installer.service"
 SYSTEM_UNITS = Path("/lib/systemd/system")
@@ -119,6 +121,13 @@ def test_unit_reboots_only_through_systemd_on_success() -> None:
     assert unit["Service"]["Type"] == "oneshot"
     assert unit["Service"]["RemainAfterExit"] == "no"
     assert "--no-reboot" in unit["Service"]["ExecStart"].split()
+
+
+def test_unit_reboots_only_after_a_run_that_installed() -> None:
+    """ExecStartPost requires the program's success marker, so 'not a target' (exit 0) does not reboot."""
+    unit = _unit_sections(UNIT.read_text())
+    marker = Path(str(config.load(environ={}, cmdline="").state_dir)) / state.INSTALLED_MARKER
+    assert unit["Service"]["ExecStartPost"] == f"/usr/bin/test -f {marker}"
 
 
 def test_unit_runs_only_when_asked_and_once_per_boot() -> None:
