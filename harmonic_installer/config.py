@@ -299,7 +299,7 @@ _KEYS: dict[str, _Key] = {
     "disk.allow_removable": _Key("allow_removable", _as_bool, False, "allow a removable or USB target disk"),
     "proxy.url": _Key("proxy_url", _as_http_url, SEED_PROXY_URL, "HTTP proxy used with -p"),
     "proxy.no_proxy": _Key("no_proxy", _as_no_proxy, SEED_NO_PROXY, "hosts, domains, IPs and CIDRs reached directly"),
-    "download.attempts": _Key("download_attempts", _as_int(1), 8, "attempts per file before giving up"),
+    "download.attempts": _Key("download_attempts", _as_int(1), 12, "attempts per file before giving up"),
     "download.max_time_s": _Key("download_max_time_s", _as_float(1), 3600.0, "wall-time budget per file"),
     "download.connect_timeout_s": _Key("connect_timeout_s", _as_float(0.1), 10.0, "TCP connect timeout"),
     "download.read_timeout_s": _Key("read_timeout_s", _as_float(0.1), 60.0, "timeout waiting for data"),

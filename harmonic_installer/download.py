@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import IO, Any, Literal
 from urllib.parse import unquote, urlsplit
 
+import httpcore
 import httpx
 import structlog
 import tenacity
@@ -41,6 +42,11 @@ from harmonic_installer.proxy import ProxyConfig
 from harmonic_installer.runner import Runner
 
 log = structlog.get_logger()
+
+# httpcore reads the socket 64 KiB at a time and copies every read through h11's buffer; 1 MiB reads cut the
+# CPU per GiB by a third (3.6 -> 2.4 s, tests/bench/results/README.md). Process-wide, but this module is the
+# only user of httpx/httpcore. Peak RSS stays flat (about +11 MiB).
+httpcore.HTTP11Connection.READ_NUM_BYTES = 1024 * 1024
 
 MiB = 1024 * 1024
 SOURCE_PINNED = "pinned"
@@ -223,7 +229,11 @@ class _StopAtDeadline(tenacity.stop.stop_base):
 
 
 class _Wait(tenacity.wait.wait_base):
-    """Full-jitter exponential backoff; a server's Retry-After (capped) replaces it, plus up to 1 s of jitter."""
+    """Full-jitter exponential backoff; a server's Retry-After (capped) replaces it, plus jitter that grows with it.
+
+    The jitter after a Retry-After is U(0, min(10, max(1, retry_after / 4))) seconds: with a flat 1 s, a fleet
+    told "Retry-After: 10" came back within one second (measured in tests/bench/results/README.md, fleet).
+    """
 
     def __init__(self, initial: float, maximum: float, retry_after_max: float) -> None:
         self._backoff = tenacity.wait_random_exponential(multiplier=initial, max=maximum)
@@ -232,7 +242,8 @@ class _Wait(tenacity.wait.wait_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, self._retry_after_max) + random.uniform(0, 1)  # noqa: S311 - jitter
+            wait = min(exc.retry_after, self._retry_after_max)
+            return wait + random.uniform(0, min(10.0, max(1.0, wait / 4)))  # noqa: S311 - jitter, not crypto
         return float(self._backoff(retry_state))
 
 

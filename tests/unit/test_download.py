@@ -254,7 +254,7 @@ def test_existing_bad_file_is_replaced(srv: ScriptedServer, tmp_path: Path, cloc
 
 
 def test_503_burst_honours_retry_after_seconds(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
-    """503s with Retry-After are retried after the server's delay (plus at most 1 s jitter), each retry logged."""
+    """503s with Retry-After are retried after the server's delay (plus bounded jitter), each retry logged."""
     srv.add(
         "/p/a.deb",
         CONTENT,
@@ -266,8 +266,8 @@ def test_503_burst_honours_retry_after_seconds(srv: ScriptedServer, tmp_path: Pa
     with capture_logs() as logs, downloader(clock) as dl:
         art = dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
     assert art.path.read_bytes() == CONTENT
-    assert 7 <= clock.sleeps[0] <= 8
-    assert 3 <= clock.sleeps[1] <= 4
+    assert 7 <= clock.sleeps[0] <= 7 + 1.75
+    assert 3 <= clock.sleeps[1] <= 3 + 1
     retries = events(logs, "download.retry_scheduled")
     assert [r["attempt"] for r in retries] == [1, 2]
     assert "503" in retries[0]["error"]
@@ -282,7 +282,7 @@ def test_retry_after_http_date_is_measured_against_the_server_date(
     srv.add("/p/a.deb", CONTENT, script=[Reply(status=503, body=b"", headers=headers)])
     with downloader(clock) as dl:
         dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
-    assert 20 <= clock.sleeps[0] <= 21
+    assert 20 <= clock.sleeps[0] <= 20 + 5
 
 
 def test_retry_after_is_capped(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
@@ -290,7 +290,7 @@ def test_retry_after_is_capped(srv: ScriptedServer, tmp_path: Path, clock: FakeC
     srv.add("/p/a.deb", CONTENT, script=[Reply(status=429, body=b"", headers={"Retry-After": "86400"})])
     with downloader(clock, pol=policy(retry_after_max_s=30.0)) as dl:
         dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
-    assert 30 <= clock.sleeps[0] <= 31
+    assert 30 <= clock.sleeps[0] <= 30 + 7.5
 
 
 def test_backoff_is_full_jitter_exponential_and_capped(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
