@@ -14,14 +14,14 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 os.environ.setdefault("TYPER_USE_RICH", "0")  # plain help text on a serial console; read at typer import
 
 import structlog
 import typer
 
-from harmonic_installer import __version__, config, maas, plan, reporting
+from harmonic_installer import __version__, config, maas
 from harmonic_installer import log as logsetup
 from harmonic_installer.errors import ConfigError, ExitCode, InstallerError, Interrupted
 
@@ -44,7 +44,10 @@ Settings come from /etc/harmonic-installer/config.toml (or --config), the kernel
 
 {EXIT_CODES_HELP}"""
 
-DepsFactory = Callable[[config.Settings], plan.Deps]
+if TYPE_CHECKING:  # plan (and through it httpx, tenacity, pyudev) is imported only when a run needs it:
+    from harmonic_installer import plan  # `--help` and the operator commands start in a fraction of the time
+
+DepsFactory = Callable[[config.Settings], "plan.Deps"]
 
 app = typer.Typer(
     name="harmonic-install",
@@ -65,6 +68,7 @@ def _version(value: bool) -> None:
 
 
 def _default_deps(settings: config.Settings) -> plan.Deps:
+    from harmonic_installer import plan
     from harmonic_installer.disks import UdevDiskProbe
     from harmonic_installer.runner import SubprocessRunner
 
@@ -155,6 +159,8 @@ def main_command(
 
 
 def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
+    from harmonic_installer import plan
+
     tail = logsetup.LogTail()
     logsetup.configure(verbose=run_flags.verbose, tail=tail)
     settings: config.Settings | None = None
@@ -205,6 +211,8 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
 
 def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail) -> plan.InstallReport:
     """plan.run, reporting to MAAS when configured (an injected observer wins); the reporter is always closed."""
+    from harmonic_installer import plan, reporting
+
     reporter = None
     if deps.observer is None:
         try:
