@@ -2,12 +2,20 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test test-unit lint
+.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean bench bench-quick
 
 help:
+	@echo "make demo        boot a VM and watch the installer do its whole job (docs/e2e.md)"
 	@echo "make test        set up everything (apt packages, .venv) and run lint + the whole test suite"
 	@echo "make test-unit   unit tests only (fast, no root-only parts)"
+	@echo "make test-e2e    only the VM tests (tests/e2e, a few minutes each under TCG)"
 	@echo "make lint        ruff and mypy --strict"
+	@echo "make test-failsafe  the injected faults and bad inputs; rewrites docs/reliability.json and the README figures"
+	@echo "make sandbox-demo  a complete -p -i install in an isolated root on a loop device (docs/sandbox.md)"
+	@echo "make pyz         dist/harmonic-install.pyz (one file: python3 harmonic-install.pyz -p -i)"
+	@echo "make deb         dist/harmonic-installer_<version>_all.deb (pyz, /usr/sbin wrapper, systemd unit)"
+	@echo "make image       the MAAS image with Packer (packaging/packer: needs Packer and KVM)"
+	@echo "make clean       remove dist/"
 	@echo "make bench       benchmarks of issue 7 (about 20 min, root) -> tests/bench/results/"
 	@echo "make bench-quick the same, smaller and fewer (about 5 min)"
 
@@ -25,7 +33,32 @@ test: lint
 test-unit: bootstrap
 	$(PY) -m pytest -q tests/unit
 
-.PHONY: bench bench-quick
+test-failsafe: bootstrap
+	scripts/run-tests.sh tests/failsafe tests/unit/test_reliability_readme.py
+
+# The sandbox demo (docs/sandbox.md): a complete -p -i install on real parts in an isolated root.
+sandbox-demo:
+	scripts/sandbox-demo.sh
+
+# Artifacts. Always rebuilt (a few seconds): both are reproducible, so an unchanged tree gives the same bytes.
+pyz:
+	"$$(scripts/find-python310.sh)" packaging/build_pyz.py --output dist/harmonic-install.pyz
+
+deb: pyz
+	packaging/build_deb.sh dist/harmonic-install.pyz dist
+
+image: deb
+	$(MAKE) -C packaging/packer all
+
+clean:
+	rm -rf dist
+
+test-e2e: bootstrap
+	scripts/run-tests.sh -m e2e tests/e2e
+
+demo:
+	scripts/demo.sh
+
 bench: bootstrap  ## issue 7: throughput, RSS, resume, start-up, fleet (about 20 min, root) -> tests/bench/results/
 	$(PY) -m tests.bench
 

@@ -5,6 +5,7 @@ Runs no command, opens no URL and reads no /sys itself: plan.py and the modules 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ os.environ.setdefault("TYPER_USE_RICH", "0")  # plain help text on a serial cons
 import structlog
 import typer
 
-from harmonic_installer import __version__, config, plan
+from harmonic_installer import __version__, config, maas, plan, reporting
 from harmonic_installer import log as logsetup
 from harmonic_installer.errors import ConfigError, ExitCode, InstallerError, Interrupted
 
@@ -154,7 +155,8 @@ def main_command(
 
 
 def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
-    logsetup.configure(verbose=run_flags.verbose)
+    tail = logsetup.LogTail()
+    logsetup.configure(verbose=run_flags.verbose, tail=tail)
     settings: config.Settings | None = None
     try:
         environ = config.default_environ()
@@ -165,6 +167,13 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
             environ=environ,
             cmdline=config.read_kernel_cmdline(environ),
         )
+        for key in config.credentials_in_flags(settings):
+            log.warning(
+                "config.credentials_on_command_line",
+                key=key,
+                risk="the command line is readable by every local user in /proc/<pid>/cmdline",
+                instead=f"{config.env_name(key)} or the config file (mode 0600)",
+            )
         factory: DepsFactory = obj.get("deps_factory") or _default_deps
         deps = factory(settings)
         if settings.runs_install:
@@ -174,7 +183,7 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
                 server=config.redact_url(settings.server_url),
                 proxy=settings.proxy_enabled,
             )
-            report = plan.run(settings, deps)
+            report = _install(settings, deps, tail)
         else:
             report = plan.preview(settings, deps)
     except (InstallerError, Interrupted) as exc:
@@ -192,6 +201,25 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
     elif report.outcome == "not-a-target" and report.error:
         _say(f"harmonic-install: {report.error}")
     return report.exit_code
+
+
+def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail) -> plan.InstallReport:
+    """plan.run, reporting to MAAS when configured (an injected observer wins); the reporter is always closed."""
+    reporter = None
+    if deps.observer is None:
+        try:
+            reporter = reporting.start(settings, log_tail=tail.text)
+        except Exception as exc:  # reporting must never stop an install
+            log.warning("report.off", reason=f"could not set up MAAS reporting: {exc!r}")
+    if reporter is None:
+        return plan.run(settings, deps)
+    try:
+        return plan.run(settings, dataclasses.replace(deps, observer=reporter))
+    except Exception as exc:  # a bug: MAAS still learns that the install failed (exit 1)
+        reporter.run_finished(plan.InstallReport("failed", 1, (), error=f"internal error: {exc!r}"))
+        raise
+    finally:
+        reporter.close()  # bounded by maas.flush_timeout_s
 
 
 def _say(line: str) -> None:
@@ -248,6 +276,129 @@ def settings_command(ctx: typer.Context) -> None:
     width = max(len(k) for k, _, _ in rows)
     for key, value, source in rows:
         typer.echo(f"{key:<{width}}  {value}    [{source}]")
+
+
+# Operator commands (run on a workstation or the MAAS server, never on the target): maas.py renders, we print.
+
+
+def _operator(render: Callable[[], list[str] | str]) -> None:
+    try:
+        out = render()
+    except InstallerError as exc:
+        _say(f"harmonic-install: {exc.message}")
+        raise typer.Exit(int(exc.exit_code)) from None
+    typer.echo(out if isinstance(out, str) else "\n".join(out), nl=not isinstance(out, str))
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+@app.command("maas-import-command")
+def maas_import_command(
+    images: list[Path] = typer.Argument(
+        ..., metavar="IMAGE.tar.gz...", help="Built images (harmonic-installer.tar.gz)."
+    ),
+    profile: str = typer.Option(maas.DEFAULT_PROFILE, "--profile", help="MAAS CLI profile (`maas login <profile>`)."),
+    series: str = typer.Option(maas.DEFAULT_SERIES, "--series", help="Ubuntu series of the image (base_image)."),
+    architecture: str = typer.Option(maas.DEFAULT_ARCHITECTURE, "--architecture", help="MAAS architecture."),
+    name: Optional[str] = typer.Option(None, "--name", help="Image name (default: file name up to the first dot)."),  # noqa: UP045
+    title: Optional[str] = typer.Option(None, "--title", help="Image title (default: from the name)."),  # noqa: UP045
+) -> None:
+    """Print the MAAS command that imports each image (boot-resources create, with SHA-256 and size)."""
+    _operator(
+        lambda: maas.import_commands(
+            images, profile=profile, series=series, architecture=architecture, name=name, title=title
+        )
+    )
+
+
+@app.command("user-data")
+def user_data_command(
+    ctx: typer.Context,
+    server_url: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--server-url", help="Web server with packages/, apollo/, scripts/."
+    ),
+    pyz: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--pyz", help="The harmonic-install.pyz you publish: its SHA-256 is used."
+    ),
+    pyz_sha256: Optional[str] = typer.Option(None, "--pyz-sha256", help="SHA-256 of the published pyz."),  # noqa: UP045
+    pyz_url: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--pyz-url", help="Default: <server-url>/scripts/harmonic-install.pyz."
+    ),
+    proxy: bool = typer.Option(
+        True, "--proxy/--direct", help="Run the installer with -p (the proxy, except no_proxy)."
+    ),
+    disk: Optional[str] = typer.Option(None, "--disk", help="Target disk for the installer (--disk)."),  # noqa: UP045
+    iso_sha256: Optional[str] = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 for the installer."),  # noqa: UP045
+    installer_arg: list[str] = typer.Option(
+        [], "--installer-arg", help="Extra installer flag, e.g. --installer-arg=-v."
+    ),
+    ssh_key: list[str] = typer.Option([], "--ssh-key", help="SSH public key for the ubuntu user (repeatable)."),
+    ssh_key_file: list[Path] = typer.Option([], "--ssh-key-file", help="File of SSH public keys (repeatable)."),
+    insecure_root_password: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--insecure-root-password", help="INSECURE: allow root SSH login with this password (stored hashed)."
+    ),
+    insecure_root_password_hash: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--insecure-root-password-hash", help="INSECURE: as above, with a crypt hash (openssl passwd -6)."
+    ),
+) -> None:
+    """Print cloud-init user-data for a MAAS ephemeral deploy: fetch, verify and run the pyz; reboot on success."""
+
+    def render() -> str:
+        url = server_url or ctx.ensure_object(dict).get("flags", {}).get("server.url")
+        if not url:
+            raise ConfigError("user-data needs --server-url (the web server the target downloads from)")
+        if (pyz is None) == (pyz_sha256 is None):
+            raise ConfigError("pass exactly one of --pyz FILE or --pyz-sha256 HEX: the pyz is never run unverified")
+        if insecure_root_password is not None and insecure_root_password_hash is not None:
+            raise ConfigError("pass --insecure-root-password or --insecure-root-password-hash, not both")
+        keys = list(ssh_key)
+        for path in ssh_key_file:
+            text = _read(path, "SSH key file").decode("utf-8", "replace")
+            keys += [k for k in text.splitlines() if k.strip() and not k.lstrip().startswith("#")]
+        args = ["-p"] if proxy else []
+        args += [f"--disk={disk}"] if disk else []
+        args += [f"--iso-sha256={iso_sha256}"] if iso_sha256 else []
+        root_hash = insecure_root_password_hash
+        if insecure_root_password is not None:
+            root_hash = maas.sha512_crypt(insecure_root_password)
+        spec = maas.UserDataSpec(
+            server_url=url,
+            pyz_sha256=maas.sha256_file(pyz) if pyz is not None else str(pyz_sha256),
+            pyz_url=pyz_url,
+            installer_args=(*args, *installer_arg),
+            ssh_keys=tuple(keys),
+            root_password_hash=root_hash,
+        )
+        return maas.render_user_data(spec)
+
+    _operator(render)
+
+
+@app.command("deploy-command")
+def deploy_command(
+    machines: list[str] = typer.Argument(..., metavar="MACHINE...", help="MAAS system IDs (or hostnames, see below)."),
+    user_data: Optional[Path] = typer.Option(None, "--user-data", help="File written by `harmonic-install user-data`."),  # noqa: UP045
+    profile: str = typer.Option(maas.DEFAULT_PROFILE, "--profile", help="MAAS CLI profile."),
+    machines_json: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--machines-json", help="Output of `maas <profile> machines read`, to name machines by hostname."
+    ),
+    image: Optional[str] = typer.Option(None, "--image", help="Deploy this custom image (the baked one) instead."),  # noqa: UP045
+) -> None:
+    """Print the MAAS command that deploys each machine ephemerally with the user-data (machine deploy)."""
+
+    def render() -> list[str]:
+        names = None
+        if machines_json is not None:
+            names = maas.machines_by_name(_read(machines_json, "machines file").decode("utf-8", "replace"))
+        data = _read(user_data, "user-data file") if user_data is not None else None
+        return maas.deploy_commands(machines, user_data=data, profile=profile, names=names, image=image)
+
+    _operator(render)
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:

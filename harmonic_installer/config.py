@@ -32,6 +32,8 @@ ENV_PREFIX = "HARMONIC_"
 _CMDLINE_MARKERS = frozenset({"install"})
 # Environment variables in our namespace that are not settings.
 _ENV_MARKERS = frozenset({"HARMONIC_CONFIG", "HARMONIC_CMDLINE_FILE"})
+# Reserved for the test suite and the build tooling (HARMONIC_TEST_E2E, HARMONIC_TEST_CACHE, ...): not settings.
+_ENV_RESERVED = "HARMONIC_TEST_"
 
 SEED_PROXY_URL = "http://proxy4.spoc.charterlab.com:8080"
 SEED_NO_PROXY = (
@@ -224,6 +226,19 @@ def _as_no_proxy(raw: Any) -> tuple[str, ...]:
     return entries
 
 
+def _as_auto_bool(raw: Any) -> str:
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return "auto"
+    return "true" if _as_bool(raw) else "false"
+
+
+def _as_token(raw: Any) -> str | None:
+    value = _as_str(raw)
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("must be printable text without spaces")
+    return value or None
+
+
 def _as_argv(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         argv = tuple(raw.split())
@@ -300,7 +315,41 @@ _KEYS: dict[str, _Key] = {
     "packages.timeout_s": _Key("dpkg_timeout_s", _as_float(1), 900.0, "time limit for dpkg"),
     "reboot.enabled": _Key("reboot_enabled", _as_bool, True, "reboot after a successful install"),
     "reboot.command": _Key("reboot_command", _as_argv, ("systemctl", "reboot"), "command that reboots"),
+    "maas.enabled": _Key(
+        "maas_enabled", _as_auto_bool, "auto", "report progress to MAAS: auto (when configured or found), true, false"
+    ),
+    "maas.endpoint": _Key(
+        "maas_endpoint", _as_optional_url, "", "MAAS status URL (default: cloud-init's webhook reporter config)"
+    ),
+    "maas.consumer_key": _Key("maas_consumer_key", _as_token, "", "OAuth consumer key (default: from cloud-init)"),
+    "maas.consumer_secret": _Key("maas_consumer_secret", _as_token, "", "OAuth consumer secret (MAAS uses none)"),
+    "maas.token_key": _Key("maas_token_key", _as_token, "", "OAuth token key (default: from cloud-init)"),
+    "maas.token_secret": _Key("maas_token_secret", _as_token, "", "OAuth token secret (default: from cloud-init)"),
+    "maas.timeout_s": _Key("maas_timeout_s", _as_float(0.1), 5.0, "time limit for one report to MAAS"),
+    "maas.flush_timeout_s": _Key(
+        "maas_flush_timeout_s", _as_float(0), 10.0, "longest wait at the end for queued reports to be sent"
+    ),
+    "maas.progress_interval_s": _Key(
+        "maas_progress_interval_s", _as_float(1), 60.0, "seconds between download progress reports to MAAS"
+    ),
 }
+# Keys whose values are never displayed (settings listing, errors). MAAS's status API identifies the machine
+# by the OAuth token key alone (it does not check the signature of status messages), so the key is secret too.
+_SECRET_KEYS = frozenset({"maas.consumer_secret", "maas.token_key", "maas.token_secret"})
+# URL settings: shown with any user:password replaced by '***'.
+_URL_KEYS = frozenset({"server.url", "proxy.url", "maas.endpoint"})
+
+
+def credentials_in_flags(settings: Settings) -> list[str]:
+    """The URL settings that carry user:password and came from a command-line flag (visible in /proc/*/cmdline)."""
+    found = []
+    for key in sorted(_URL_KEYS):
+        value = settings.value(key)
+        if settings.sources.get(key) == "flag" and isinstance(value, str) and _redact_url(value) != value:
+            found.append(key)
+    return found
+
+
 KEYS: tuple[str, ...] = tuple(_KEYS)
 
 
@@ -343,6 +392,15 @@ class Settings:
     dpkg_timeout_s: float
     reboot_enabled: bool
     reboot_command: tuple[str, ...]
+    maas_enabled: str
+    maas_endpoint: str | None
+    maas_consumer_key: str | None
+    maas_consumer_secret: str | None
+    maas_token_key: str | None
+    maas_token_secret: str | None
+    maas_timeout_s: float
+    maas_flush_timeout_s: float
+    maas_progress_interval_s: float
     # Run mode (flags only).
     proxy_enabled: bool = False
     install: bool = False
@@ -457,7 +515,7 @@ def parse_environ(environ: Mapping[str, str]) -> dict[str, str]:
     """Pick `HARMONIC_<KEY>` variables out of an environment."""
     found: dict[str, str] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in _ENV_MARKERS:
+        if not name.startswith(ENV_PREFIX) or name in _ENV_MARKERS or name.startswith(_ENV_RESERVED):
             continue
         key = _ENV_TO_KEY.get(name)
         if key is None:
@@ -561,13 +619,19 @@ def redact_url(url: str) -> str:
 def _display(key: str, value: Any) -> str:
     if value is None:
         return ""
+    if key in _SECRET_KEYS:
+        return "***"
+    return _display_value(key, value)
+
+
+def _display_value(key: str, value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    if key == "proxy.url":
+    if key in _URL_KEYS:
         return _redact_url(str(value))
     return str(value)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import hashlib
 import itertools
 import json
@@ -18,6 +19,7 @@ import random
 import re
 import shutil
 import ssl
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -46,6 +48,7 @@ SOURCE_SUMS = "SHA256SUMS"
 SOURCE_SUMS_GPG = "SHA256SUMS (gpg-verified)"
 SOURCE_NONE = "none (--insecure-allow-unverified)"
 _SOURCES = frozenset({SOURCE_PINNED, SOURCE_SUMS, SOURCE_SUMS_GPG, SOURCE_NONE})
+_SEAL = object()  # only _verified() holds it: no VerifiedArtifact without a checksum comparison
 
 # What is worth another attempt: the one place the retry policy is declared (see also _Transient).
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -95,8 +98,11 @@ class VerifiedArtifact:
     reused: bool
     bytes_transferred: int
     release: str | None = None
+    _seal: object = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
+        if self._seal is not _SEAL:
+            raise TypeError("a VerifiedArtifact is made only by Downloader.fetch, after its checksum matched")
         if not _HEX64.fullmatch(self.sha256) or self.checksum_source not in _SOURCES or self.size < 0:
             raise ValueError("not a verified artifact")
 
@@ -192,6 +198,7 @@ class _Transfer:
     size: int = 0
     transferred: int = 0
     attempts: int = 0
+    part_name: str | None = None  # the server-revealed name recorded in the sidecar of a resumed .part
     checked_existing: set[str] = field(default_factory=set)
     warned_no_validator: bool = False
 
@@ -246,7 +253,7 @@ class Downloader:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_progress: ProgressCallback | None = None,
-        progress_bar: IO[str] | None = None,
+        progress_bar: IO[str] | Literal["auto"] | None = "auto",
         disk_free: Callable[[Path], int] | None = None,
     ) -> None:
         """Args beyond the policy and proxy decision are the injected edges.
@@ -256,7 +263,8 @@ class Downloader:
             transport: an httpx transport (tests); None for real sockets.
             clock, sleep: monotonic time and waiting (tests inject fakes).
             on_progress: called with (label, bytes done, total or None) at most once a second and at the end.
-            progress_bar: a terminal stream to draw a progress bar on; progress log lines then go to debug.
+            progress_bar: a stream to draw a progress bar on ("auto": stderr when it is a terminal, else
+                none); while a bar is drawn, download.progress log lines go to debug.
             disk_free: free bytes of a directory (default: shutil.disk_usage).
         """
         if policy.keyring is not None and runner is None:
@@ -267,6 +275,8 @@ class Downloader:
         self._transport = transport
         self._clock = clock
         self._sleep = sleep
+        if progress_bar == "auto":
+            progress_bar = sys.stderr if _isatty(sys.stderr) else None
         self._bar = ProgressBar(progress_bar) if progress_bar is not None else None
         self._sinks: list[tuple[ProgressCallback, float]] = []
         if on_progress is not None:
@@ -309,8 +319,17 @@ class Downloader:
             part=spec.dest_dir / f".{spec.filename}.part",
             meta=spec.dest_dir / f".{spec.filename}.part.json",
         )
-        _ensure_dir(spec.dest_dir)
         t.lg.info("download.started", dest_dir=str(spec.dest_dir), proxy=_proxy_shown(self._proxy.proxy_for(spec.url)))
+        try:
+            return self._fetch(t)
+        except OSError as exc:  # the destination, not the network: unwritable, full, not a directory
+            raise DownloadError(
+                f"downloading {shown}: {exc.strerror or exc} ({exc.filename or spec.dest_dir})"
+            ) from exc
+
+    def _fetch(self, t: _Transfer) -> VerifiedArtifact:
+        spec = t.spec
+        _ensure_dir(spec.dest_dir)
         if not spec.adopt_server_name:
             self._bind_name(t, spec.filename, revealed=False)
             found = self._reuse(t)
@@ -324,7 +343,6 @@ class Downloader:
                 except _FinalExists:
                     found = self._reuse(t)
                     if found is not None:
-                        _discard(t.part, t.meta)
                         return found
             assert t.expected is not None
             assert t.hasher is not None
@@ -446,6 +464,10 @@ class Downloader:
         t.checked_existing.add(final.name)
         if not final.is_file() or final.is_symlink():
             return None
+        if not _ours(final.stat()):  # another user could change it after it is verified: never reuse it
+            t.lg.warning("download.existing_untrusted", path=str(final), reason="owned or writable by another user")
+            final.unlink()
+            return None
         assert t.expected is not None
         if t.expected.sha256 is None:
             t.lg.warning("download.existing_unverifiable", path=str(final), action="downloading again")
@@ -459,6 +481,7 @@ class Downloader:
             final.unlink()
             return None
         t.lg.info("download.reused", path=str(final), sha256=digest, size=size, release=found.release)
+        _discard(t.part, t.meta)
         return found
 
     def _verified(
@@ -490,6 +513,7 @@ class Downloader:
             reused=reused,
             bytes_transferred=t.transferred,
             release=release_match.group(1) if release_match else None,
+            _seal=_SEAL,
         )
         if not reused:
             t.lg.info(
@@ -577,6 +601,8 @@ class Downloader:
 
     def _resume_point(self, t: _Transfer) -> tuple[int, str | None]:
         """(bytes kept, validator) for an existing .part whose sidecar matches; anything else is discarded."""
+        t.part_name = None
+        _discard(t.meta.with_name(t.meta.name + ".tmp"))  # left by a kill while the sidecar was written
         if not t.part.exists():
             _discard(t.meta)
             return 0, None
@@ -585,7 +611,7 @@ class Downloader:
         reason = None
         if meta is None:
             reason = "no readable sidecar"
-        elif meta.get("url") != t.spec.url:
+        elif meta.get("url_sha256") != _url_digest(t.spec.url):
             reason = "the sidecar is for another URL"
         elif not meta.get("validator"):
             reason = "the server gave no validator (strong ETag or Last-Modified)"
@@ -598,23 +624,22 @@ class Downloader:
             _discard(t.part, t.meta)
             return 0, None
         assert meta is not None
+        name = meta.get("name")
+        t.part_name = name if isinstance(name, str) else None
         return size, str(meta["validator"])
 
     def _receive(self, t: _Transfer, resp: httpx.Response, offset: int, deadline: float) -> None:
-        status = resp.status_code
-        if status == 416 and offset:
-            self._range_not_satisfiable(t, resp, offset)
-            return
+        status, reclaimed = resp.status_code, 0
         if status in RETRY_STATUSES:
             raise _Transient(f"server answered {status} {resp.reason_phrase}", _retry_after(resp))
+        if status == 416 and offset:
+            if t.spec.adopt_server_name:
+                self._adopt_name(t, resp, offset)
+            self._range_not_satisfiable(t, resp, offset)
+            return
         if status not in (200, 206) or (status == 206 and not offset):
             raise DownloadError(f"downloading {t.url_shown}: server answered {status} {resp.reason_phrase}")
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "text/html" and not t.spec.filename.endswith((".html", ".htm")):
-            raise DownloadError(
-                f"downloading {t.url_shown}: the server sent an HTML page (status {status}, {ctype}) instead of "
-                f"the file{_html_title(resp)}"
-            )
+        _check_representation(t, resp)
         if t.spec.adopt_server_name:
             self._adopt_name(t, resp, offset)
         if status == 206:
@@ -632,7 +657,7 @@ class Downloader:
                 t.lg.info("download.restarted", discarded=offset, reason="the server sent the whole file (200)")
             reclaimed, offset, total, hasher = offset, 0, _content_length(resp), hashlib.sha256()
         remaining = None if total is None else total - offset
-        self._check_space(t, remaining, total, reclaimed if status == 200 else 0)
+        self._check_space(t, remaining, total, reclaimed)
         if status == 200:
             self._write_meta(t, resp, total)
         t.hasher, t.size = hasher, offset
@@ -667,10 +692,11 @@ class Downloader:
         if resp.history:
             offered.append(("redirect", unquote(resp.url.path.rsplit("/", 1)[-1])))
         suffix = Path(t.spec.filename).suffix
-        for source, raw in offered:
-            name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+        for source, name in offered:
             problem = None
-            if not _is_safe_name(name):
+            if "/" in name or "\\" in name:
+                problem = "carries a path (a plain file name was expected; nothing of it is used)"
+            elif not _is_safe_name(name):
                 problem = "not a plain file name"
             elif suffix and not name.endswith(suffix):
                 problem = f"does not end in {suffix}"
@@ -680,11 +706,16 @@ class Downloader:
                 return name, True
             t.lg.warning(
                 "download.server_name_rejected",
-                offered=repr(raw)[:120],
+                offered=repr(name)[:120],
                 source=source,
                 reason=problem,
                 fallback=t.spec.filename,
             )
+        if not offered and t.part_name and t.part_name.endswith(suffix) and _is_safe_name(t.part_name):
+            # Resuming: the server named the file when this .part was started (the validator vouches for it).
+            if t.part_name != t.name:
+                t.lg.info("download.server_name", name=t.part_name, source="the partial download's sidecar")
+            return t.part_name, True
         if not offered and t.name is None:
             t.lg.info("download.server_name", name=t.spec.filename, source="configured (the server did not say)")
         return t.spec.filename, False
@@ -695,7 +726,13 @@ class Downloader:
         if not validator and not t.warned_no_validator:
             t.warned_no_validator = True
             t.lg.warning("download.resume_unavailable", reason="no strong ETag or Last-Modified from the server")
-        data = {"url": t.spec.url, "validator": validator, "total": total, "name": t.name}
+        data = {
+            "url": redact_url(t.spec.url),  # for people; matching uses the digest (no credentials on disk)
+            "url_sha256": _url_digest(t.spec.url),
+            "validator": validator,
+            "total": total,
+            "name": t.name if t.revealed else None,
+        }
         tmp = t.meta.with_name(t.meta.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -731,6 +768,7 @@ class Downloader:
             deadline=deadline,
         )
         chunks: Iterator[bytes] = resp.iter_raw()
+        check_at, next_mark = meter.start()
         if offset == 0:
             first = next(chunks, b"")
             if _looks_like_html(first) and not t.spec.filename.endswith((".html", ".htm")):
@@ -743,9 +781,10 @@ class Downloader:
         received = 0
         update = t.hasher.update
         clock = self._clock
-        check_at, next_mark = meter.start()
         fd = os.open(t.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
+            if not _ours(os.fstat(fd)):  # planted by another user in a shared directory: they could change it
+                raise DownloadError(f"downloading {t.url_shown}: {t.part} belongs to another user; not writing to it")
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
             with os.fdopen(fd, "wb", buffering=_WRITE_BUFFER) as f:
@@ -776,7 +815,7 @@ class Downloader:
             _discard(t.part, t.meta)
             raise
         except OSError as exc:
-            raise DownloadError(f"downloading {t.url_shown}: writing {t.part} failed: {exc}") from exc
+            raise _write_failed(t, exc, total) from exc
         meter.finish(offset + received)
 
     # -- small requests --------------------------------------------------------------------------------------
@@ -874,6 +913,7 @@ class _Meter:
         "_clock",
         "_deadline",
         "_label",
+        "_last_log",
         "_last_pct",
         "_lg",
         "_log_interval",
@@ -918,12 +958,13 @@ class _Meter:
         self._win_start = 0.0
         self._win_bytes = offset
         self._next_log = 0.0
+        self._last_log = 0.0
         self._last_pct = 0
 
     def start(self) -> tuple[float, int]:
         """Begin timing; returns (clock time, bytes received) at which `check` must next be called."""
         now = self._clock()
-        self._started = self._win_start = now
+        self._started = self._win_start = self._last_log = now
         self._next_log = now + self._log_interval
         self._last_pct = self._pct(self._offset) // 10 * 10
         return self._schedule(self._offset)
@@ -955,9 +996,12 @@ class _Meter:
                 )
             self._win_start, self._win_bytes = now, done
         pct = self._pct(done)
-        if pct >= self._last_pct + 10 or now >= self._next_log:
-            self._last_pct = max(self._last_pct, pct // 10 * 10)
-            self._next_log = now + self._log_interval
+        if pct >= self._last_pct + 10:
+            self._last_pct = pct // 10 * 10
+            # Every 10 %, but not more than once a second (small files) except for the last line.
+            if now >= self._last_log + 1.0 or pct >= 100:
+                self._report(done, now)
+        elif now >= self._next_log:
             self._report(done, now)
         for sink in self._sinks:
             if now >= sink.next_at:
@@ -971,6 +1015,7 @@ class _Meter:
             sink.callback(self._label, done, self._total)
 
     def _report(self, done: int, now: float) -> None:
+        self._last_log, self._next_log = now, now + self._log_interval
         elapsed = max(now - self._started, 1e-9)
         rate = (done - self._offset) / elapsed
         eta = (self._total - done) / rate if self._total and rate > 0 else None
@@ -1071,6 +1116,22 @@ def _disposition_filename(header: str) -> str | None:
         quoted = plain.group(2)
         return re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else plain.group(1)
     return None
+
+
+def _check_representation(t: _Transfer, resp: httpx.Response) -> None:
+    """Refuse an encoded body (offsets would be wrong) and an HTML page where a file was expected."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise DownloadError(
+            f"downloading {t.url_shown}: the server sent Content-Encoding {encoding} although only identity "
+            "was accepted; byte offsets and checksums would not match the file"
+        )
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "text/html" and not t.spec.filename.endswith((".html", ".htm")):
+        raise DownloadError(
+            f"downloading {t.url_shown}: the server sent an HTML page (status {resp.status_code}, {ctype}) "
+            f"instead of the file{_html_title(resp)}"
+        )
 
 
 def _content_length(resp: httpx.Response) -> int | None:
@@ -1177,6 +1238,36 @@ def _ensure_dir(path: Path) -> None:
         os.chmod(path, 0o755)  # noqa: S103 - ostree-production and operators read it
 
 
+def _write_failed(t: _Transfer, exc: OSError, total: int | None) -> DownloadError:
+    """The error for a .part that could not be written; a full directory is told with its numbers.
+
+    The .part file and its sidecar are kept: once there is room, a re-run resumes from what reached the disk.
+    """
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return DownloadError(f"downloading {t.url_shown}: writing {t.part} failed: {exc}")
+    try:
+        kept = t.part.stat().st_size
+    except OSError:
+        kept = 0
+    try:
+        usage = shutil.disk_usage(t.spec.dest_dir)
+        room = f"{_human(usage.free)} free of {_human(usage.total)}"
+    except OSError:
+        room = "free space unknown"
+    of = f"of {_human(total)} ({total:,} bytes)" if total is not None else "(total size not announced by the server)"
+    t.lg.error("download.disk_full", part=str(t.part), kept_bytes=kept, total=total, error=str(exc))
+    return DownloadError(
+        f"downloading {t.url_shown}: {t.spec.dest_dir} is full ({exc.strerror}): {_human(kept)} ({kept:,} bytes) "
+        f"{of} written, {room}; the partial file {t.part.name} is kept and a re-run resumes once there is room",
+        f"errno {exc.errno}; part {t.part}; kept {kept} bytes",
+    )
+
+
+def _ours(st: os.stat_result) -> bool:
+    """A file only this process' user (root) can change: owned by us, not writable by group or others."""
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -1189,6 +1280,17 @@ def _discard(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _isatty(stream: IO[str] | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def _url_digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def _proxy_shown(proxy: str | None) -> str:
@@ -1205,5 +1307,5 @@ def _human(n: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    s = int(seconds)
+    s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

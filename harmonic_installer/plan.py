@@ -24,7 +24,7 @@ from harmonic_installer.disks import DiskProbe
 from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
 from harmonic_installer.errors import ExitCode, InstallerError, Interrupted, NotATargetHost
 from harmonic_installer.runner import Runner
-from harmonic_installer.state import Journal, RunLock
+from harmonic_installer.state import Journal, RunLock, clear_installed, mark_installed
 
 log = structlog.get_logger()
 
@@ -43,7 +43,11 @@ class StepObserver(Protocol):
         ...
 
     def progress(self, label: str, done: int, total: int | None) -> None:
-        """Download progress (rate-limited by the caller)."""
+        """Download progress (called often: rate-limit in the observer)."""
+        ...
+
+    def run_finished(self, report: InstallReport) -> None:
+        """The run is over (installed, failed, interrupted, not a target); called once, last."""
         ...
 
 
@@ -150,6 +154,12 @@ class _Steps:
             log.info("step.started", description=description)
             try:
                 yield detail
+            except NotATargetHost as exc:  # not a failure: this host is simply not to be imaged
+                duration = round(self._clock() - started, 3)
+                log.info("step.finished", status="skipped", duration_s=duration, detail=str(exc))
+                self.outcomes.append(StepOutcome(name, "skipped", str(exc), duration))
+                self._notify("step_finished", name, "skipped", str(exc))
+                raise
             except BaseException as exc:
                 duration = round(self._clock() - started, 3)
                 log.error("step.failed", duration_s=duration, error=str(exc) or type(exc).__name__)
@@ -164,7 +174,7 @@ class _Steps:
             self._notify("step_finished", name, status, text)
         self.current = None
 
-    def _notify(self, method: str, *args: str) -> None:
+    def _notify(self, method: str, *args: object) -> None:
         if self._observer is None:
             return
         try:
@@ -178,12 +188,23 @@ class _Steps:
 
 
 def run(settings: Settings, deps: Deps) -> InstallReport:
-    """Install Harmonic cOS on this machine: every step in order, stopping at the first failure."""
+    """Install Harmonic cOS on this machine: every step in order, stopping at the first failure.
+
+    The observer (if any) hears about every step and, last, gets the final report.
+    """
     steps = _Steps(deps.observer, deps.clock)
+    report = _run(settings, deps, steps)
+    steps._notify("run_finished", report)
+    return report
+
+
+def _run(settings: Settings, deps: Deps, steps: _Steps) -> InstallReport:
     state: dict[str, Any] = {"artifacts": [], "disk": None, "release": None}
     try:
         with RunLock(settings.state_dir):
+            clear_installed(settings.state_dir)
             _install(settings, deps, steps, state)
+            mark_installed(settings.state_dir, disk=state["disk"], release=state["release"])
     except NotATargetHost as exc:
         log.info("install.not_a_target", reason=str(exc))
         return InstallReport("not-a-target", int(ExitCode.OK), tuple(steps.outcomes), error=str(exc), **_facts(state))
@@ -319,12 +340,16 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
         via = proxy_config.proxy_for(url)
         return f"{redact_url(url)} ({'via ' + redact_url(via) if via else 'direct'})"
 
-    checksum = f"pinned {settings.iso_sha256}" if settings.iso_sha256 else f"from {iso_spec.sums_url}"
+    checksum = f"pinned {settings.iso_sha256}" if settings.iso_sha256 else f"from {redact_url(iso_spec.sums_url or '')}"
     outcomes = [
         StepOutcome("preflight", "planned", f"target disk {disk_text}"),
         StepOutcome("proxy", "planned", proxy_config.describe()),
         *(
-            StepOutcome("download", "planned", f"{route(s.url)} -> {s.dest_dir}/{s.filename}, sha256 from {s.sums_url}")
+            StepOutcome(
+                "download",
+                "planned",
+                f"{route(s.url)} -> {s.dest_dir}/{s.filename}, sha256 from {redact_url(s.sums_url or '')}",
+            )
             for s in deb_specs
         ),
         StepOutcome(

@@ -13,6 +13,7 @@ import structlog
 from harmonic_installer.config import Settings
 from harmonic_installer.disks import DiskInfo, DiskProbe
 from harmonic_installer.errors import NotATargetHost, PreflightError
+from harmonic_installer.state import directory_problem
 
 log = structlog.get_logger()
 
@@ -51,9 +52,17 @@ def check(
         if found is None:
             raise PreflightError(f"required tool {tool} is not installed (PATH={os.environ.get('PATH', '')})")
         tools.append(found)
-    for directory in (settings.working_dir, settings.iso_dir):
+    for key, directory in (("paths.working_dir", settings.working_dir), ("paths.iso_dir", settings.iso_dir)):
         if directory.exists() and not directory.is_dir():
             raise PreflightError(f"{directory} exists but is not a directory")
+        problem = directory_problem(directory)
+        if problem is not None:
+            raise PreflightError(
+                f"{key} {problem}: another user could replace a verified file before it is used; "
+                f"set {key} to a directory only root can write"
+            )
+        if directory.exists() and directory.stat().st_mode & 0o002:
+            log.warning("preflight.shared_directory", key=key, path=str(directory), files="only our own are reused")
     log.info("preflight.disk_selected", disk=disk.describe(), selected_by=selected_by)
     return PreflightReport(disk=disk, selected_by=selected_by, tools=tuple(tools))
 

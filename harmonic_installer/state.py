@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -20,13 +21,46 @@ log = structlog.get_logger()
 
 _JOURNAL = "journal.json"
 _LOCK = "lock"
+INSTALLED_MARKER = "installed"  # exists only after a run that installed; the systemd unit reboots on it
 
 
 def _ensure_dir(state_dir: Path) -> None:
+    problem = directory_problem(state_dir)
+    if problem is not None:
+        raise PreflightError(
+            f"paths.state_dir {problem}: choose a directory only root can write (it holds the lock and journal)"
+        )
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise PreflightError(f"cannot create state directory {state_dir}: {exc.strerror}") from exc
+
+
+def directory_problem(path: Path) -> str | None:
+    """Why another user could change what is in `path`, or None when only root (we) can.
+
+    `path` and each existing parent must be owned by root (or us), not writable by a non-root group, and
+    not writable by everyone unless sticky (like /tmp: others cannot replace our files there). A path that
+    does not exist yet is judged by its existing parents.
+    """
+    euid = os.geteuid()
+    current = Path(os.path.abspath(path))
+    for candidate in (current, *current.parents[:-1]):  # not / itself: if that is writable, all is lost anyway
+        try:
+            st = os.stat(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return f"{candidate} cannot be inspected ({exc.strerror})"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{candidate} is not a directory"
+        if st.st_uid not in (0, euid):
+            return f"{candidate} is owned by uid {st.st_uid}, not root"
+        if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+            return f"{candidate} is writable by every user"
+        if st.st_mode & 0o020 and st.st_gid != 0:
+            return f"{candidate} is writable by group {st.st_gid}"
+    return None
 
 
 class RunLock:
@@ -115,3 +149,18 @@ class Journal:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def clear_installed(state_dir: Path) -> None:
+    """Forget an earlier run's success marker (a new run is starting)."""
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / INSTALLED_MARKER).unlink()
+
+
+def mark_installed(state_dir: Path, *, disk: str | None, release: str | None) -> None:
+    """Leave the success marker (0600) that tells the systemd unit this run installed and may reboot."""
+    _ensure_dir(state_dir)
+    path = state_dir / INSTALLED_MARKER
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"disk": disk, "release": release}) + "\n")

@@ -13,6 +13,10 @@ APT_PACKAGES=(
   dpkg-dev lintian gpgv gnupg            # .deb build and lint, SHA256SUMS signatures
   util-linux kmod fdisk                  # losetup, blockdev, sfdisk (partitioned loop disks)
   genisoimage iproute2                   # stand-in Apollo ISO; network namespaces for the sandbox
+  systemd                                # systemd-analyze verify (unit lint)
+  cloud-init                             # cloud-init schema (user-data lint), real cloud-final.service for verify
+  shellcheck                             # lint of packaging/ and Packer shell scripts
+  make                                   # make deb / pyz from the VM tests
   curl wget time gnuplot-nox             # make bench: the tools compared, /usr/bin/time, the PNG charts
 )
 
@@ -25,9 +29,14 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installed only for its schema checker and unit files: keep it from configuring this machine at its next
+  # boot (a host that already had cloud-init is left alone).
+  if [[ " ${missing[*]} " == *" cloud-init "* ]]; then touch /etc/cloud/cloud-init.disabled; fi
 fi
-# The Debian nginx package starts a system-wide server on port 80; the tests start their own.
-if command -v systemctl >/dev/null && systemctl is-active -q nginx 2>/dev/null; then systemctl stop nginx || true; fi
+# The Debian nginx and tinyproxy packages start system-wide servers (ports 80 and 8888); the tests start their own.
+for svc in nginx tinyproxy; do
+  if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
+done
 
 PY="$(scripts/find-python310.sh)"
 if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
@@ -47,5 +56,13 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   printf '#!%s\nimport sys\nfrom harmonic_installer.cli import main\nsys.exit(main())\n' "$PWD/.venv/bin/python" >.venv/bin/harmonic-install
   chmod +x .venv/bin/harmonic-install
   echo "$want" >"$stamp"
+fi
+# The runtime wheels, so `make pyz` and the packaging tests can build offline (packaging/build_pyz.py).
+wheels_stamp=.cache/wheels/.lock-sha256
+want_wheels="$(sha256sum requirements/runtime.lock | cut -d' ' -f1)"
+if [[ "$(cat "$wheels_stamp" 2>/dev/null)" != "$want_wheels" ]]; then
+  echo "bootstrap: downloading the runtime wheels into .cache/wheels"
+  "$PY" packaging/build_pyz.py --fetch-only 2> >(grep -v "^+ " >&2)
+  echo "$want_wheels" >"$wheels_stamp"
 fi
 echo "bootstrap: ready ($(.venv/bin/python --version))"

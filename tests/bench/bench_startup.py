@@ -1,6 +1,6 @@
 """Start-up: `python3.10 dist/harmonic-install.pyz --help` against `python3.10 -c pass`, interleaved.
 
-HARMONIC_BENCH_PYZ=/path/to/harmonic-install.pyz measures a zipapp built elsewhere (e.g. from branch pack).
+HARMONIC_TEST_BENCH_PYZ=/path/to/harmonic-install.pyz measures a zipapp built elsewhere (e.g. from branch pack).
 When the zipapp cannot be built (no packaging/build_pyz.py on this branch yet), the installer's start-up is
 measured as `python3.10 -m harmonic_installer --help` from the venv instead, and the result says so.
 """
@@ -35,7 +35,7 @@ class Startup:
 
 def build_pyz() -> Path | None:
     """dist/harmonic-install.pyz via `make pyz` when this tree can build it; None otherwise."""
-    external = os.environ.get("HARMONIC_BENCH_PYZ")
+    external = os.environ.get("HARMONIC_TEST_BENCH_PYZ")
     if external and Path(external).is_file():
         return Path(external)
     if PYZ.exists():

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from harmonic_installer.download import SOURCE_SUMS, ArtifactSpec, Downloader, D
 from harmonic_installer.errors import ChecksumError, DownloadError, ExitCode
 from harmonic_installer.proxy import ProxyConfig
 from tests.support.faults import Fault, FaultProxy, content_length_plus
-from tests.support.nginx import Nginx, serve
+from tests.support.nginx import Nginx, free_port, serve
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +240,41 @@ def test_resume_after_the_process_is_killed(web: Nginx, proxy: FaultProxy, tmp_p
     assert Path(result["path"]).read_bytes() == DATA
     assert statuses(web, f"/apollo/{ISO}")[-1] == 206
     assert sorted(p.name for p in tmp_path.iterdir()) == [ISO]
+
+
+@pytest.fixture
+def tinyproxy(tmp_path: Path) -> Iterator[str]:
+    """A real HTTP proxy (tinyproxy) on a loopback port; yields its URL."""
+    port = free_port()
+    conf = tmp_path / "tinyproxy.conf"
+    conf.write_text(
+        f"Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 10\nAllow 127.0.0.1\nDisableViaHeader Yes\n"
+        f'LogFile "{tmp_path / "tinyproxy.log"}"\nLogLevel Info\n'
+    )
+    proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, "tinyproxy exited at start-up"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "tinyproxy did not start listening"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_resume_through_a_real_proxy(web: Nginx, tinyproxy: str, tmp_path: Path) -> None:
+    """Through tinyproxy (proxy decision from ProxyConfig), a cut download resumes: Range reaches nginx as 206."""
+    with FaultProxy("127.0.0.1", int(tinyproxy.rsplit(":", 1)[1]), [Fault("cut", after=1_500_000)]) as cutter:
+        proxy = ProxyConfig(enabled=True, url=cutter.url, no_proxy=("localhost",))
+        with capture_logs() as logs, Downloader(policy(), proxy) as dl:
+            art = dl.fetch(iso_spec(web.url, tmp_path))
+    assert art.sha256 == SHA
+    assert art.bytes_transferred <= SIZE + READ_BUFFER
+    assert events(logs, "download.started")[0]["proxy"] == cutter.url
+    assert statuses(web, f"/apollo/{ISO}")[-2:] == [200, 206]

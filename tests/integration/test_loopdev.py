@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.loopdev import MiB, attached_to, first_difference, is_zero, loop_device, read_device
+from tests.support.sandbox import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +68,21 @@ def test_read_only(tmp_path: Path) -> None:
         assert Path(f"/sys/class/block/{disk.name}/ro").read_text().strip() == "1"
         with pytest.raises(OSError), open(disk.path, "r+b") as fh:
             fh.write(b"x")
+
+
+def test_detached_even_when_the_process_is_killed(tmp_path: Path) -> None:
+    """A process killed with SIGKILL inside the block leaves no loop device behind (autoclear + held fd)."""
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from tests.support.loopdev import autoclear, loop_device\n"
+        f"with loop_device(Path({str(tmp_path)!r}), size=1024 * 1024) as disk:\n"
+        "    print(disk.path, autoclear(disk.path), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO)
+    assert result.returncode == -9
+    path, flagged = result.stdout.split()
+    assert path.startswith("/dev/loop")
+    assert flagged == "True"
+    assert attached_to(tmp_path / "disk.img") == []

@@ -13,6 +13,7 @@ import hashlib
 import re
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -56,10 +57,17 @@ class _File:
     script: list[Reply]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients hanging up mid-answer are expected here, not worth a traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 class ScriptedServer:
     """A threaded stdlib HTTP/1.1 server on a loopback port; use `with ScriptedServer() as srv:`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         self._files: dict[str, _File] = {}
         self._lock = threading.Lock()
         self.requests: list[Seen] = []
@@ -77,10 +85,12 @@ class ScriptedServer:
             def do_GET(self) -> None:
                 server._handle(self, head=False)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self.port = int(self._httpd.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     def __enter__(self) -> ScriptedServer:

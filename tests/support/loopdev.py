@@ -5,12 +5,15 @@
     with loop_device(tmp_path, size=..., read_only=True) as disk:
 
 Needs root. Detaching retries while the kernel still reports the device busy (udev probes, a lingering
-reader), and a device that cannot be detached is at least marked autoclear so it goes with its last user.
+reader). While attached, the device is flagged autoclear and held open by this process, so even when the
+process is killed (SIGKILL, a SIGTERM that skips `finally`) the kernel detaches it once the last user is gone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -84,6 +87,31 @@ def _wait_partitions(path: str, count: int) -> tuple[str, ...]:
         time.sleep(0.05)
 
 
+_LOOP_SET_STATUS64 = 0x4C04
+_LOOP_GET_STATUS64 = 0x4C05
+_LO_FLAGS_AUTOCLEAR = 4
+_LO_FLAGS_OFFSET = 52  # struct loop_info64: five __u64, then lo_number, lo_encrypt_type, lo_encrypt_key_size
+
+
+def _hold_with_autoclear(path: str) -> int:
+    """Open the device (close-on-exec) and flag it autoclear; the returned fd keeps it attached."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        info = bytearray(fcntl.ioctl(fd, _LOOP_GET_STATUS64, bytes(232)))
+        flags = struct.unpack_from("=I", info, _LO_FLAGS_OFFSET)[0]
+        struct.pack_into("=I", info, _LO_FLAGS_OFFSET, flags | _LO_FLAGS_AUTOCLEAR)
+        fcntl.ioctl(fd, _LOOP_SET_STATUS64, bytes(info))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def autoclear(path: str) -> bool:
+    """True when the kernel will detach `path` at its last close."""
+    return Path(f"/sys/class/block/{os.path.basename(path)}/loop/autoclear").read_text().strip() == "1"
+
+
 def detach(path: str, *, attempts: int = 50) -> None:
     """Detach a loop device, retrying while it is busy; never raises for an already detached device."""
     for _ in range(attempts):
@@ -135,12 +163,16 @@ def loop_device(
         argv.append("--partscan")
     path = _run([*argv, str(backing)]).strip()
     parts: tuple[str, ...] = ()
+    anchor: int | None = None
     try:
+        anchor = _hold_with_autoclear(path)
         parts = _wait_partitions(path, len(partitions)) if partitions else ()
         yield LoopDevice(path, backing, size, parts, read_only)
     finally:
         if parts:
             subprocess.run(["partx", "--delete", path], check=False, capture_output=True)
+        if anchor is not None:
+            os.close(anchor)
         detach(path)
         for node in parts:  # nodes we may have made ourselves: remove them once the kernel dropped them
             if os.path.exists(node) and not Path("/sys/class/block", os.path.basename(node)).exists():

@@ -177,8 +177,10 @@ def copy(iso: str, disk: str, iso_size: int, conf: dict[str, str]) -> int:
                     journal(f"failed after {fail_after} bytes")
                     return int(conf.get("EXIT_CODE", "1"))
                 os.write(out, block)
+                before = 10 * written // iso_size
                 written += len(block)
-                say(f"Writing image: {written} of {iso_size} bytes ({100 * written // iso_size}%)")
+                if 10 * written // iso_size != before or written == len(block):  # the first block, then every 10%
+                    say(f"Writing image: {written} of {iso_size} bytes ({100 * written // iso_size}%)")
                 if written == len(block):
                     hang("write", conf)
                 if delay:

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -48,6 +49,7 @@ INCLUDE = (
     "dpkg",
     "ca-certificates",
     "util-linux",
+    "mount",
     "fdisk",
     "e2fsprogs",
     "procps",
@@ -116,11 +118,27 @@ def pylib() -> Path:
         lib = tmp / INSTALL_ROOT.lstrip("/") / "lib"
         _log(f"installing the runtime dependencies for Python {SANDBOX_PYTHON} into {target}")
         result = subprocess.run(
-            [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--target", str(lib), "--python-version", SANDBOX_PYTHON, "--only-binary=:all:",
-             "--require-hashes", "--no-deps", "-r", str(lock)],
-            check=False, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                str(VENV_PYTHON),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                str(lib),
+                "--python-version",
+                SANDBOX_PYTHON,
+                "--only-binary=:all:",
+                "--require-hashes",
+                "--no-deps",
+                "-r",
+                str(lock),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"pip could not install {lock} for the sandbox:\n{result.stdout}{result.stderr}")
         (tmp / ".complete").touch()
@@ -138,6 +156,7 @@ class Command:
     stdin: str | None = None  # text on stdin; None: /dev/null
     timeout: float = 600
     stop_on_failure: bool = False  # skip the session's later commands when this one fails
+    echo_stdout: bool = True  # with Sandbox.run(echo=True): show stdout live too (not for a JSON report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +215,30 @@ class SessionResult:
         return [line.split("): ", 1)[1] for line in self.proxy_log if "Request (file descriptor" in line]
 
 
+def _interrupt(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGINT to the session's PID 1 (unshare itself ignores SIGINT and passes nothing on); SIGKILL to unshare,
+    and with it the whole session (--kill-child), if it has not ended within `grace` seconds."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    try:
+        for pid in children.read_text().split():
+            os.kill(int(pid), signal.SIGINT)
+    except (OSError, ValueError):
+        pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Sandbox:
     """One isolated root (its own upper layer) in which sessions run; see the module docstring."""
 
-    def __init__(self, workdir: Path, *, source: Path = REPO / "harmonic_installer") -> None:
+    def __init__(self, workdir: Path, *, source: Path | None = None) -> None:
+        """Args: source: the harmonic_installer package to install (default: this checkout's, or the
+        directory named by HARMONIC_TEST_SANDBOX_SOURCE, e.g. to try another branch's installer)."""
         self.workdir = workdir
+        source = source or Path(os.environ.get("HARMONIC_TEST_SANDBOX_SOURCE", REPO / "harmonic_installer"))
         self.layers = (self._source_layer(workdir / "src", source), pylib(), rootfs())
         self.upper = workdir / "upper"
         self.upper.mkdir(parents=True, exist_ok=True)
@@ -282,44 +320,75 @@ class Sandbox:
             "tmpfs": dict(tmpfs) if tmpfs is not None else {"/run": "64m", "/tmp": "256m"},
             "web": None
             if web is None
-            else {"root": str(web.root), "host": web.host, "port": web.port, "extra_server": web.extra_server,
-                  "access_copy": str(session / "nginx-access.log")},
+            else {
+                "root": str(web.root),
+                "host": web.host,
+                "port": web.port,
+                "extra_server": web.extra_server,
+                "access_copy": str(session / "nginx-access.log"),
+            },
             "proxy": None
             if proxy is None
-            else {"host": proxy.host, "port": proxy.port, "allow": list(proxy.allow),
-                  "log": str(session / "tinyproxy.log")},
+            else {
+                "host": proxy.host,
+                "port": proxy.port,
+                "allow": list(proxy.allow),
+                "log": str(session / "tinyproxy.log"),
+            },
             "commands": [
-                {"argv": list(c.argv), "env": dict(c.env), "stdin": c.stdin, "timeout": c.timeout,
-                 "stop_on_failure": c.stop_on_failure}
+                {
+                    "argv": list(c.argv),
+                    "env": dict(c.env),
+                    "stdin": c.stdin,
+                    "timeout": c.timeout,
+                    "stop_on_failure": c.stop_on_failure,
+                    "echo_stdout": c.echo_stdout,
+                }
                 for c in commands
             ],
             "results": str(session / "results.json"),
             "echo": echo,
-        }  # fmt: skip
+        }
         spec_path = session / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=1))
-        argv = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
-                str(VENV_PYTHON), "-m", "tests.support.sandbox_session", str(spec_path)]  # fmt: skip
+        argv = [
+            "unshare",
+            "--mount",
+            "--net",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            str(VENV_PYTHON),
+            "-m",
+            "tests.support.sandbox_session",
+            str(spec_path),
+        ]
         driver_err = session / "driver.stderr"
         with driver_err.open("wb") as err_file:
-            proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=None if echo else subprocess.DEVNULL,
-                                    stderr=None if echo else err_file)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=None if echo else subprocess.DEVNULL,
+                stderr=None if echo else err_file,
+            )
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()  # --kill-child: the session's PID 1 and with it every process in the namespace die
                 proc.wait()
-            except BaseException:  # Ctrl-C in the caller: let the session pass it on and clean up
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-                proc.wait()
+            except BaseException:  # Ctrl-C, pytest-timeout, ...: let the session pass it on and clean up
+                _interrupt(proc)
                 raise
-        return self._collect(session, spec, proc.returncode)
+        return self._collect(session, proc.returncode)
 
     @staticmethod
-    def _collect(session: Path, spec: dict[str, object], driver_rc: int) -> SessionResult:
+    def _collect(session: Path, driver_rc: int) -> SessionResult:
         results_file = session / "results.json"
-        data = json.loads(results_file.read_text()) if results_file.exists() else {"commands": [], "status": driver_rc}
+        data: dict[str, Any] = (
+            json.loads(results_file.read_text()) if results_file.exists() else {"commands": [], "status": driver_rc}
+        )
         commands = tuple(
             CommandResult(
                 argv=tuple(c["argv"]),
@@ -342,6 +411,37 @@ class Sandbox:
             web_access=tuple(access),
             proxy_log=tuple(proxy_log.read_text(errors="replace").splitlines()) if proxy_log.exists() else (),
         )
+
+
+def installer_command(
+    web: WebServer,
+    proxy: Proxy,
+    disk: str,
+    *extra: str,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+) -> Command:
+    """`harmonic-install -p -i --no-reboot --json` against the session's web server, proxy and loop disk."""
+    argv = (
+        "harmonic-install",
+        "-p",
+        "-i",
+        "--no-reboot",
+        "--json",
+        "--server-url",
+        web.url,
+        "--proxy-url",
+        proxy.url,
+        "--no-proxy",
+        "localhost",
+        "--disk",
+        disk,
+        "--state-dir",
+        "/run/harmonic-installer",
+        *extra,
+    )
+    return Command(argv, env=dict(env or {}), stdin=stdin, timeout=timeout)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -126,9 +126,8 @@ def _proxy(spec: dict[str, Any] | None, session: Path) -> Iterator[None]:
         f'LogFile "{spec["log"]}"\nLogLevel Info\nAllow 127.0.0.0/8\n'
         f'FilterDefaultDeny Yes\nFilter "{filter_file}"\nFilterURLs No\nFilterType ere\nDisableViaHeader Yes\n'
     )
-    proc = subprocess.Popen(
-        ["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=open(session / "tinyproxy.stderr", "wb")
-    )  # noqa: SIM115
+    with (session / "tinyproxy.stderr").open("wb") as stderr:
+        proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         _wait_listening(spec["host"], spec["port"], proc, "tinyproxy")
         _say(f"proxy  http://{spec['host']}:{spec['port']} (tinyproxy, forwards only to {', '.join(spec['allow'])})")
@@ -173,11 +172,36 @@ def _web(spec: dict[str, Any] | None) -> Iterator[None]:
     shutil.rmtree(web.access_log.parent, ignore_errors=True)  # nginx's work dir next to the web root
 
 
-def _pump(src: IO[bytes], sinks: Sequence[IO[bytes]]) -> None:
+_QUIET_KEYS = frozenset({"event", "level", "timestamp", "step"})
+
+
+def pretty(line: bytes) -> bytes:
+    """A structlog JSON log line as one short readable line ('12:00:01 info  [download] event k=v'); other
+    lines unchanged."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict) or "event" not in entry:
+        return line
+    clock = str(entry.get("timestamp", ""))[11:19]
+    step = f"[{entry['step']}] " if "step" in entry else ""
+    fields = " ".join(
+        f"{k}={v if isinstance(v, (int, float)) else json.dumps(v) if not isinstance(v, str) or ' ' in v else v}"
+        for k, v in entry.items()
+        if k not in _QUIET_KEYS
+    )
+    return f"  {clock} {entry.get('level', ''):<7} {step}{entry['event']} {fields}".rstrip().encode() + b"\n"
+
+
+def _pump(src: IO[bytes], sinks: Sequence[IO[bytes]], live: IO[bytes] | None) -> None:
     for line in iter(src.readline, b""):
         for sink in sinks:
             sink.write(line)
             sink.flush()
+        if live is not None:
+            live.write(pretty(line))
+            live.flush()
 
 
 def _run_command(merged: Path, cmd: dict[str, Any], index: int, session: Path, echo: bool) -> dict[str, Any]:
@@ -194,11 +218,14 @@ def _run_command(merged: Path, cmd: dict[str, Any], index: int, session: Path, e
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     with out_path.open("wb") as out, err_path.open("wb") as err:
         pumps = [
-            threading.Thread(target=_pump, args=(proc.stdout, [out, *([sys.stdout.buffer] if echo else [])])),
-            threading.Thread(target=_pump, args=(proc.stderr, [err, *([sys.stderr.buffer] if echo else [])])),
+            threading.Thread(
+                target=_pump, args=(proc.stdout, [out], sys.stdout.buffer if echo and cmd["echo_stdout"] else None)
+            ),
+            threading.Thread(target=_pump, args=(proc.stderr, [err], sys.stderr.buffer if echo else None)),
         ]
         for t in pumps:
             t.start()
@@ -217,6 +244,8 @@ def _run_command(merged: Path, cmd: dict[str, Any], index: int, session: Path, e
             signalled = stop.signum
             _say(f"{stop}: passing it on to {cmd['argv'][0]}")
             _stop(proc, stop.signum)
+        with contextlib.suppress(ProcessLookupError):  # what the command left running in the background
+            os.killpg(proc.pid, signal.SIGKILL)
         for t in pumps:
             t.join(timeout=10)
     result = {

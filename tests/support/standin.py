@@ -243,3 +243,17 @@ def copy_tree(src: WebRoot, dst: Path) -> WebRoot:
         return Artifact(a.url_path, dst / a.url_path, a.sha256, a.size)
 
     return WebRoot(dst, src.version, src.release, tuple(moved(d) for d in src.debs), moved(src.iso), src.packages)
+
+
+def refresh_sums(web: WebRoot) -> WebRoot:
+    """Rewrite both SHA256SUMS for the files as they are now (after a deliberate change that must verify)."""
+    write_sha256sums(web.root / "packages", [d.name for d in web.debs])
+    write_sha256sums(web.root / "apollo", [web.iso.name])
+    return WebRoot(
+        web.root,
+        web.version,
+        web.release,
+        tuple(_artifact(web.root, d.url_path) for d in web.debs),
+        _artifact(web.root, web.iso.url_path),
+        web.packages,
+    )

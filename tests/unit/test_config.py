@@ -112,6 +112,11 @@ def test_unknown_environment_variable_is_rejected() -> None:
         config.parse_environ({"HARMONIC_SERVR_URL": "x"})
 
 
+def test_test_suite_variables_are_not_settings() -> None:
+    """HARMONIC_TEST_* (the test suite's own switches) are ignored, so CI's environment cannot break a run."""
+    assert config.parse_environ({"HARMONIC_TEST_E2E": "1", "HARMONIC_TEST_CACHE": "/x"}) == {}
+
+
 def test_lists_and_bools_parse_from_strings() -> None:
     """Comma lists and yes/no strings work in the environment and on the kernel command line."""
     s = config.load(

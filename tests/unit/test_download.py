@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import ssl
 import stat
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -112,6 +113,10 @@ def spec_for(srv: ScriptedServer, tmp_path: Path, name: str = "a.deb", **kw: Any
     return ArtifactSpec(url=f"{srv.url}/p/{name}", dest_dir=tmp_path / "dest", filename=name, **kw)
 
 
+def url_digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
 def leftovers(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.iterdir() if p.name.startswith("."))
 
@@ -123,16 +128,15 @@ def leftovers(dest: Path) -> list[str]:
 def test_pinned_checksum_gives_verified_file_with_modes(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
     """A pinned SHA-256 download lands as a 0644 file in a new 0755 dir, with no temp files left."""
     srv.add("/p/a.deb", CONTENT)
+    spec = spec_for(srv, tmp_path, sha256=SHA, sums_url=None)
     with capture_logs() as logs, downloader(clock) as dl:
-        art = dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
-    assert art == VerifiedArtifact(
-        path=tmp_path / "dest" / "a.deb",
-        url=f"{srv.url}/p/a.deb",
-        sha256=SHA,
-        size=len(CONTENT),
-        checksum_source=SOURCE_PINNED,
-        reused=False,
-        bytes_transferred=len(CONTENT),
+        art = dl.fetch(spec)
+    assert (art.path, art.url, art.sha256, art.size) == (tmp_path / "dest" / "a.deb", spec.url, SHA, len(CONTENT))
+    assert (art.checksum_source, art.reused, art.bytes_transferred, art.release) == (
+        SOURCE_PINNED,
+        False,
+        len(CONTENT),
+        None,
     )
     assert art.path.read_bytes() == CONTENT
     assert stat.S_IMODE(art.path.stat().st_mode) == 0o644
@@ -397,7 +401,7 @@ def test_resume_across_runs_from_part_and_sidecar(srv: ScriptedServer, tmp_path:
     part, meta = spec.dest_dir / ".a.deb.part", spec.dest_dir / ".a.deb.part.json"
     assert part.stat().st_size == 120_000
     assert stat.S_IMODE(part.stat().st_mode) == stat.S_IMODE(meta.stat().st_mode) == 0o600
-    assert json.loads(meta.read_text())["url"] == spec.url
+    assert json.loads(meta.read_text())["url_sha256"] == url_digest(spec.url)
     with downloader(clock) as dl:
         art = dl.fetch(spec)
     assert art.bytes_transferred == len(CONTENT) - 120_000
@@ -411,11 +415,62 @@ def test_416_with_matching_size_means_complete(srv: ScriptedServer, tmp_path: Pa
     spec.dest_dir.mkdir()
     (spec.dest_dir / ".a.deb.part").write_bytes(CONTENT)
     etag = f'"{SHA[:16]}"'
-    (spec.dest_dir / ".a.deb.part.json").write_text(json.dumps({"url": spec.url, "validator": etag}))
+    (spec.dest_dir / ".a.deb.part.json").write_text(json.dumps({"url_sha256": url_digest(spec.url), "validator": etag}))
     with downloader(clock) as dl:
         art = dl.fetch(spec)
     assert (art.sha256, art.bytes_transferred) == (SHA, 0)
     assert srv.hits("/p/a.deb")[0].headers["range"] == f"bytes={len(CONTENT)}-"
+
+
+def test_sidecar_keeps_no_credentials(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """The resume sidecar identifies the URL by digest and shows it redacted: no password on disk."""
+    srv.add("/p/a.deb", CONTENT, script=[Reply(cut_after=1000)])
+    url = srv.url.replace("http://", "http://bob:s3cret@") + "/p/a.deb"
+    spec = ArtifactSpec(url=url, dest_dir=tmp_path, filename="a.deb", sha256=SHA)
+    with downloader(clock, pol=policy(attempts=1)) as dl, pytest.raises(DownloadError):
+        dl.fetch(spec)
+    text = (tmp_path / ".a.deb.part.json").read_text()
+    assert "s3cret" not in text
+    assert json.loads(text)["url_sha256"] == url_digest(url)
+
+
+def test_latest_resumed_in_a_new_run_keeps_its_real_name(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """A complete .part of 'latest' from a killed run is finished under the name the server gave then (416)."""
+    srv.add("/apollo/SHA256SUMS", sums_line(ISO_NAME).encode())
+    named = {"Content-Disposition": f'attachment; filename="{ISO_NAME}"'}
+    srv.add("/apollo/latest", CONTENT, script=[Reply(headers=named, cut_after=len(CONTENT) - 1)])
+    spec = iso_spec(srv, tmp_path)
+    with downloader(clock, pol=policy(attempts=1)) as dl, pytest.raises(DownloadError):
+        dl.fetch(spec)
+    part = spec.dest_dir / f".{spec.filename}.part"
+    with part.open("ab") as f:  # the last byte reached the disk just before the kill
+        f.write(CONTENT[-1:])
+    with downloader(clock) as dl:
+        art = dl.fetch(spec)
+    assert srv.hits("/apollo/latest")[-1].headers["range"] == f"bytes={len(CONTENT)}-"
+    assert (art.path.name, art.bytes_transferred) == (ISO_NAME, 0)
+
+
+def test_content_encoding_despite_identity_is_rejected(tmp_path: Path, clock: FakeClock) -> None:
+    """A server that gzips anyway is refused: offsets and checksums would refer to the compressed bytes."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Length": "10", "Content-Encoding": "gzip"}
+        return httpx.Response(200, headers=headers, stream=stream_response([b"x" * 10], {}))
+
+    spec = ArtifactSpec(url="http://127.0.0.1/a.deb", dest_dir=tmp_path, filename="a.deb", sha256=SHA)
+    with downloader(clock, transport=httpx.MockTransport(handler)) as dl, pytest.raises(DownloadError) as err:
+        dl.fetch(spec)
+    assert "Content-Encoding gzip" in str(err.value)
+
+
+def test_unwritable_destination_is_a_download_error(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """A destination that is not a directory fails as a DownloadError (exit 4) naming the path."""
+    srv.add("/p/a.deb", CONTENT)
+    (tmp_path / "dest").write_text("a file, not a directory")
+    with downloader(clock) as dl, pytest.raises(DownloadError) as err:
+        dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert str(tmp_path / "dest") in str(err.value)
 
 
 def test_part_without_sidecar_is_not_trusted(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
@@ -436,7 +491,8 @@ def test_corrupt_kept_prefix_is_caught_by_rehash(srv: ScriptedServer, tmp_path: 
     spec = spec_for(srv, tmp_path, sha256=SHA, sums_url=None)
     spec.dest_dir.mkdir()
     (spec.dest_dir / ".a.deb.part").write_bytes(b"X" * 1000)
-    (spec.dest_dir / ".a.deb.part.json").write_text(json.dumps({"url": spec.url, "validator": f'"{SHA[:16]}"'}))
+    sidecar = {"url_sha256": url_digest(spec.url), "validator": f'"{SHA[:16]}"'}
+    (spec.dest_dir / ".a.deb.part.json").write_text(json.dumps(sidecar))
     with capture_logs() as logs, downloader(clock) as dl:
         art = dl.fetch(spec)
     assert art.path.read_bytes() == CONTENT
@@ -635,6 +691,10 @@ def test_latest_content_disposition_name_is_adopted(srv: ScriptedServer, tmp_pat
     "disposition",
     [
         'attachment; filename="../../etc/cron.d/x"',
+        'attachment; filename="../../etc/cron.d/x.iso"',
+        'attachment; filename="/etc/cron.d/x.iso"',
+        'attachment; filename="..\\..\\x.iso"',
+        "attachment; filename*=UTF-8''x%0A.iso",
         'attachment; filename="/etc/passwd"',
         "attachment; filename*=UTF-8''evil%00.iso",
         "attachment; filename*=UTF-8''..%2F..%2Froot%2F.ssh%2Fauthorized_keys",
@@ -647,7 +707,7 @@ def test_latest_content_disposition_name_is_adopted(srv: ScriptedServer, tmp_pat
 def test_hostile_content_disposition_falls_back_to_the_configured_name(
     srv: ScriptedServer, tmp_path: Path, clock: FakeClock, disposition: str
 ) -> None:
-    """A name that is not a plain *.iso basename is rejected (logged) and the configured name used; nothing escapes."""
+    """A path, or a name that is not a plain *.iso name, is rejected (logged) for the configured name."""
     spec = iso_spec(srv, tmp_path)
     srv.add("/apollo/SHA256SUMS", sums_line(spec.filename).encode())
     srv.add("/apollo/latest", CONTENT, script=[Reply(headers={"Content-Disposition": disposition})])
@@ -725,20 +785,55 @@ def test_proxy_decision_routes_the_request_through_the_proxy(
     assert srv.requests[0].path == "http://localhost:9/p/a.deb"
 
 
-def test_progress_is_logged_every_10_percent(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
-    """Without a callback, download.progress is logged at each 10 % step with bytes, percent, rate and ETA."""
-    data = os.urandom(2 * 1024 * 1024)
-    srv.add("/p/big.iso", data)
-    spec = ArtifactSpec(
-        url=f"{srv.url}/p/big.iso", dest_dir=tmp_path, filename="big.iso", sha256=hashlib.sha256(data).hexdigest()
-    )
-    with capture_logs() as logs, downloader(clock) as dl:
+def test_progress_is_logged_every_10_percent(tmp_path: Path, clock: FakeClock) -> None:
+    """Without a progress bar, download.progress is logged at each 10 % step with bytes, percent, rate and ETA."""
+    data = os.urandom(40 * 50_000)
+
+    def tick() -> None:
+        clock.now += 0.75  # 40 chunks, 30 s in all: each 10 % step is 3 s apart
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        chunks = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
+        headers = {"Content-Length": str(len(data)), "ETag": '"x"'}
+        return httpx.Response(200, headers=headers, stream=stream_response(chunks, {}, tick))
+
+    spec = ArtifactSpec(url="http://127.0.0.1/big.iso", dest_dir=tmp_path, filename="big.iso",
+                        sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+    with capture_logs() as logs, downloader(clock, transport=httpx.MockTransport(handler)) as dl:
         dl.fetch(spec)
     progress = events(logs, "download.progress")
-    assert 5 <= len(progress) <= 11
-    assert progress[-1]["percent"] == 100.0
-    assert {"done_bytes", "total_bytes", "rate_bytes_s", "eta_s", "summary"} <= set(progress[0])
+    assert [p["percent"] for p in progress] == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+    assert progress[4]["summary"] == "976.6 KiB of 1.9 MiB (50%), 65.1 KiB/s, ETA 0:15"
+    assert (progress[4]["rate_bytes_s"], progress[4]["eta_s"]) == (66666, 15)
     assert all(p["log_level"] == "info" for p in progress)
+
+
+def test_progress_is_logged_every_few_seconds_on_a_slow_link(tmp_path: Path, clock: FakeClock) -> None:
+    """Between 10 % steps a line is still logged every progress_interval_s, so a slow link never looks dead."""
+    data = b"s" * 100_000
+
+    def tick() -> None:
+        clock.now += 1.0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        chunks = [data[i : i + 1000] for i in range(0, 20_000, 1000)]  # 20 % in 20 s, then the rest at once
+        chunks.append(data[20_000:])
+        return httpx.Response(200, headers={"Content-Length": str(len(data))}, stream=stream_response(chunks, {}, tick))
+
+    spec = ArtifactSpec(url="http://127.0.0.1/s.iso", dest_dir=tmp_path, filename="s.iso",
+                        sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+    with capture_logs() as logs, downloader(clock, transport=httpx.MockTransport(handler)) as dl:
+        dl.fetch(spec)
+    percents = [p["percent"] for p in events(logs, "download.progress")]
+    assert percents == [5.0, 10.0, 15.0, 20.0, 100.0]
+
+
+def test_small_files_log_progress_once(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
+    """A file fetched in well under a second logs one progress line (100 %), not ten."""
+    srv.add("/p/a.deb", CONTENT)
+    with capture_logs() as logs, downloader(clock) as dl:
+        dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert [p["percent"] for p in events(logs, "download.progress")] == [100.0]
 
 
 def test_progress_callback_gets_the_final_count(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
@@ -760,6 +855,28 @@ def test_progress_bar_on_a_terminal_quiets_progress_logs(srv: ScriptedServer, tm
     assert "deb [" in out.getvalue()
     assert "100.0%" in out.getvalue()
     assert all(p["log_level"] == "debug" for p in events(logs, "download.progress"))
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_is_automatic_only_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock, tty: bool
+) -> None:
+    """By default the bar is drawn on stderr when it is a terminal, and nowhere otherwise."""
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": str(len(CONTENT))}, stream=stream_response([CONTENT], {}))
+
+    err = Stderr()
+    monkeypatch.setattr("sys.stderr", err)
+    spec = ArtifactSpec(url="http://127.0.0.1/a.deb", dest_dir=tmp_path, filename="a.deb", sha256=SHA, label="deb")
+    with Downloader(policy(), Direct(), transport=httpx.MockTransport(handler), clock=clock) as dl:
+        dl.fetch(spec)
+    assert ("deb [" in err.getvalue()) is tty
+    assert ("100.0%" in err.getvalue()) is tty
 
 
 def test_progress_bar_renders_one_line() -> None:
@@ -784,12 +901,10 @@ def test_policy_from_settings() -> None:
     assert (pol.stall_min_rate, pol.sums_name, pol.keyring) == (settings.stall_min_rate, "SHA256SUMS", None)
 
 
-def test_verified_artifact_refuses_nonsense() -> None:
-    """VerifiedArtifact cannot be built with a malformed digest or an unknown checksum source."""
-    with pytest.raises(ValueError):
-        VerifiedArtifact(Path("/x"), "http://x", "abc", 1, SOURCE_PINNED, False, 1)
-    with pytest.raises(ValueError):
-        VerifiedArtifact(Path("/x"), "http://x", SHA, 1, "trust me", False, 1)
+def test_verified_artifact_cannot_be_made_outside_fetch() -> None:
+    """Only Downloader.fetch makes a VerifiedArtifact: constructing one elsewhere raises, even with good values."""
+    with pytest.raises(TypeError, match=r"only by Downloader\.fetch"):
+        VerifiedArtifact(Path("/x"), "http://x", SHA, 1, SOURCE_PINNED, False, 1)
 
 
 def test_credentials_never_reach_logs_or_errors(srv: ScriptedServer, tmp_path: Path, clock: FakeClock) -> None:
@@ -801,6 +916,47 @@ def test_credentials_never_reach_logs_or_errors(srv: ScriptedServer, tmp_path: P
     assert "s3cret" not in str(err.value)
     assert "s3cret" not in repr(logs)
     assert "***@" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TLS.
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: (its PEM file, a server context using it)."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "2",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return cert, ctx
+
+
+def test_untrusted_certificate_fails_at_once(tmp_path: Path, clock: FakeClock, tls_cert: tuple[Path, Any]) -> None:
+    """An https server whose certificate the system store does not trust fails without retries (exit 4)."""
+    with ScriptedServer(tls=tls_cert[1]) as srv:
+        srv.add("/p/a.deb", CONTENT)
+        with downloader(clock) as dl, pytest.raises(DownloadError) as err:
+            dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert "TLS verification failed" in str(err.value)
+    assert err.value.exit_code == ExitCode.DOWNLOAD
+    assert clock.sleeps == []
+
+
+def test_ca_file_makes_the_certificate_trusted(tmp_path: Path, clock: FakeClock, tls_cert: tuple[Path, Any]) -> None:
+    """server.ca_file is the trust anchor for https downloads."""
+    with ScriptedServer(tls=tls_cert[1]) as srv:
+        srv.add("/p/a.deb", CONTENT)
+        with downloader(clock, pol=policy(ca_file=tls_cert[0])) as dl:
+            art = dl.fetch(spec_for(srv, tmp_path, sha256=SHA, sums_url=None))
+    assert art.url.startswith("https://")
+    assert art.path.read_bytes() == CONTENT
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -157,6 +157,7 @@ def test_full_install_runs_every_step_in_order(site: Site, tmp_path: Path) -> No
     assert world.written == [("/dev/sda", str(tmp_path / "data" / f"APOLLO_PLATFORM-{RELEASE}.iso"))]
     assert (tmp_path / "data" / f"APOLLO_PLATFORM-{RELEASE}.iso").read_bytes() == site.iso
     assert {a.checksum_source for a in report.artifacts} == {"SHA256SUMS"}
+    assert (tmp_path / "state" / "installed").exists(), "the unit reboots only on this marker"
 
 
 def test_steps_are_logged_with_durations(site: Site, tmp_path: Path) -> None:
@@ -203,6 +204,7 @@ def test_dpkg_failure_exits_5_without_write_or_reboot(site: Site, tmp_path: Path
     world = make_world(dpkg_rc=1)
     report = plan.run(make_settings(site, tmp_path), deps(world, tmp_path))
     assert report.exit_code == ExitCode.PACKAGES
+    assert not (tmp_path / "state" / "installed").exists()
     assert "depends on libfoo" in (report.error or "") or "dependency problems" in (report.error or "")
     assert "ostree-production" not in world.runner.programs()
     assert "systemctl" not in world.runner.programs()
@@ -256,6 +258,7 @@ def test_not_a_target_host_does_nothing(site: Site, tmp_path: Path) -> None:
     report = plan.run(make_settings(site, tmp_path), deps(world, tmp_path, FakeDisks([])))
     assert report.outcome == "not-a-target"
     assert report.exit_code == 0
+    assert not (tmp_path / "state" / "installed").exists(), "a non-target host must not reboot"
     assert world.runner.calls == []
     assert not (tmp_path / "data").exists()
 

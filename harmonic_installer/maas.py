@@ -1,0 +1,514 @@
+"""Operator side: MAAS import and deploy commands, and cloud-init user-data for an ephemeral deploy.
+
+Pure functions that render text for the operator to run on the MAAS server (nothing here runs on the target,
+calls MAAS or starts a process). Every value that reaches a shell word is validated and single-quoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from harmonic_installer import __version__
+from harmonic_installer.errors import ConfigError
+
+DEFAULT_PROFILE = "admin"
+DEFAULT_SERIES = "jammy"
+DEFAULT_ARCHITECTURE = "amd64/generic"
+# Where the operator puts the zipapp on the web server, next to packages/ and apollo/ (docs/deploying.md).
+PYZ_URL_PATH = "scripts/harmonic-install.pyz"
+# Where the user-data keeps its files on the target (RAM in the ephemeral environment).
+USERDATA_DIR = "/run/harmonic-userdata"
+SUCCESS_MARKER = f"{USERDATA_DIR}/succeeded"
+
+_PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_SERIES = re.compile(r"[a-z][a-z0-9]*")
+_ARCHITECTURE = re.compile(r"[a-z0-9_]+/[a-z0-9_.-]+")
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_SYSTEM_ID = re.compile(r"[a-z0-9]{4,16}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SSH_KEY = re.compile(
+    r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
+    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\x00-\x1f\x7f]*)?"
+)
+_PASSWORD_HASH = re.compile(r"\$(1|5|6|y|gy|7|2b)\$[./0-9A-Za-z$=,]+")
+# (suffix, MAAS filetype); the longest suffix is tried first.
+_FILETYPES = (
+    (".dd.tar.gz", "ddtgz"),
+    (".dd.tar.xz", "ddtxz"),
+    (".tar.gz", "tgz"),
+    (".tgz", "tgz"),
+    (".tar.xz", "txz"),
+    (".tar.bz2", "tbz"),
+    (".dd.gz", "ddgz"),
+    (".dd.xz", "ddxz"),
+    (".dd.bz2", "ddbz2"),
+)
+
+
+def _sq(value: str) -> str:
+    """Single-quote a shell word, always (the seed's format: name='custom/x')."""
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ConfigError(f"invalid {what}: {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# maas-import-command
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFile:
+    """A built image as MAAS needs to know it: names, type, size and SHA-256."""
+
+    file_name: str
+    name: str
+    title: str
+    filetype: str
+    size: int
+    sha256: str
+
+
+def image_filetype(file_name: str) -> str:
+    """The MAAS filetype for an image file name ('x.tar.gz' -> 'tgz')."""
+    for suffix, filetype in _FILETYPES:
+        if file_name.endswith(suffix):
+            return filetype
+    known = ", ".join(s for s, _ in _FILETYPES)
+    raise ConfigError(f"{file_name}: not an image type MAAS imports (known: {known})")
+
+
+def image_title(name: str) -> str:
+    """A display title from an image name ('harmonic-installer' -> 'Harmonic Installer')."""
+    words = [w for w in re.split(r"[-_\s]+", name) if w]
+    return " ".join(w[:1].upper() + w[1:] for w in words)
+
+
+def describe_image(path: Path, *, name: str | None = None, title: str | None = None) -> ImageFile:
+    """Hash and size an image file; name and title default to the file name up to its first dot.
+
+    Raises:
+        ConfigError: the file is missing, of an unknown type, or its name is not a valid MAAS name.
+    """
+    file_name = path.name
+    filetype = image_filetype(file_name)
+    name = name if name is not None else file_name.split(".", 1)[0]
+    _check(_IMAGE_NAME, name, "image name (letters, digits, - and _)")
+    title = title if title is not None else image_title(name)
+    if not title or any(ord(c) < 0x20 or ord(c) == 0x7F for c in title):
+        raise ConfigError(f"invalid image title: {title!r}")
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"cannot read image {path}: {exc.strerror}") from exc
+    return ImageFile(file_name, name, title, filetype, size, digest.hexdigest())
+
+
+def import_command(
+    image: ImageFile,
+    *,
+    profile: str = DEFAULT_PROFILE,
+    series: str = DEFAULT_SERIES,
+    architecture: str = DEFAULT_ARCHITECTURE,
+) -> str:
+    """The `maas <profile> boot-resources create ...` command that imports one image (run where the file is)."""
+    _check(_PROFILE, profile, "MAAS profile")
+    _check(_SERIES, series, "Ubuntu series")
+    _check(_ARCHITECTURE, architecture, "architecture (e.g. amd64/generic)")
+    fields = (
+        ("name", f"custom/{image.name}"),
+        ("title", image.title),
+        ("architecture", architecture),
+        ("filetype", image.filetype),
+        ("sha256", image.sha256),
+        ("size", str(image.size)),
+        ("base_image", f"ubuntu/{series}"),
+    )
+    words = [f"{key}={_sq(value)}" for key, value in fields]
+    return f"maas {profile} boot-resources create " + " ".join(words) + f" content@={_sq(image.file_name)}"
+
+
+def import_commands(
+    paths: Sequence[Path],
+    *,
+    profile: str = DEFAULT_PROFILE,
+    series: str = DEFAULT_SERIES,
+    architecture: str = DEFAULT_ARCHITECTURE,
+    name: str | None = None,
+    title: str | None = None,
+) -> list[str]:
+    """One import command per image file (the seed's `for image in *.tar.gz` loop), in the order given."""
+    if not paths:
+        raise ConfigError("no image given")
+    if (name is not None or title is not None) and len(paths) > 1:
+        raise ConfigError("--name and --title apply to a single image")
+    return [
+        import_command(
+            describe_image(p, name=name, title=title), profile=profile, series=series, architecture=architecture
+        )
+        for p in paths
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# user-data
+
+
+@dataclass(frozen=True, slots=True)
+class UserDataSpec:
+    """What the ephemeral deploy's cloud-config does.
+
+    Args:
+        server_url: the web server; the installer gets it as --server-url.
+        pyz_sha256: SHA-256 the downloaded zipapp must have before it is run.
+        pyz_url: where the zipapp is fetched (default: <server_url>/scripts/harmonic-install.pyz).
+        installer_args: flags for the installer; -i and --no-reboot are always added.
+        ssh_keys: public keys for the default user (ubuntu).
+        root_password_hash: INSECURE: a crypt(3) hash for root, enabling root password login over SSH.
+    """
+
+    server_url: str
+    pyz_sha256: str
+    pyz_url: str | None = None
+    installer_args: tuple[str, ...] = ("-p",)
+    ssh_keys: tuple[str, ...] = ()
+    root_password_hash: str | None = None
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a local file, hex."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return digest.hexdigest()
+
+
+def _http_url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or any(c.isspace() for c in value):
+        raise ConfigError(f"{what} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _installer_argv(spec: UserDataSpec, pyz_path: str) -> list[str]:
+    """The command line that runs the downloaded zipapp: always -i and --no-reboot (cloud-init reboots)."""
+    server_url = _http_url(spec.server_url, "--server-url")
+    for arg in spec.installer_args:
+        if not arg or any(ord(c) < 0x20 for c in arg):
+            raise ConfigError(f"invalid installer argument: {arg!r}")
+    extra = [a for a in spec.installer_args if a not in {"-i", "--no-reboot"}]
+    return ["python3", "-I", pyz_path, "--server-url", server_url, *extra, "-i", "--no-reboot"]
+
+
+def _install_script(spec: UserDataSpec) -> str:
+    pyz_sha256 = spec.pyz_sha256.lower()
+    _check(_SHA256, pyz_sha256, "zipapp SHA-256 (64 hex digits)")
+    server_url = _http_url(spec.server_url, "--server-url")
+    pyz_url = _http_url(spec.pyz_url, "--pyz-url") if spec.pyz_url else f"{server_url}/{PYZ_URL_PATH}"
+    pyz = f"{USERDATA_DIR}/harmonic-install.pyz"
+    argv = _installer_argv(spec, pyz)
+    lines = [
+        "#!/bin/sh",
+        f"# Rendered by `harmonic-install user-data` {__version__}: fetch the installer, check its SHA-256, run it.",
+        "# The reboot is cloud-init's power_state, which reboots only if this script reached the last line.",
+        "set -eu",
+        f"mkdir -p {USERDATA_DIR}",
+        f"rm -f {SUCCESS_MARKER} {pyz}.part",
+        f"echo 'harmonic-userdata: fetching '{shlex.quote(pyz_url)}",
+        f"wget -q --tries=5 --waitretry=5 --timeout=60 --no-proxy -O {pyz}.part {shlex.quote(pyz_url)}",
+        f"echo {shlex.quote(f'{pyz_sha256}  {pyz}.part')} | sha256sum --check --strict -",
+        f"mv {pyz}.part {pyz}",
+        "echo 'harmonic-userdata: running '" + shlex.quote(shlex.join(argv)),
+        shlex.join(argv),
+        f"touch {SUCCESS_MARKER}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def user_data(spec: UserDataSpec) -> dict[str, Any]:
+    """The cloud-config, as data: fetch and verify the zipapp, run it, reboot only on success.
+
+    Secure by default: SSH keys only, no password login, root locked. `root_password_hash` (explicitly
+    insecure) re-creates the seed's root password login, with the hash, never the password, in the file.
+    """
+    for key in spec.ssh_keys:
+        if not _SSH_KEY.fullmatch(key.strip()):
+            raise ConfigError(f"not an OpenSSH public key: {key.strip()[:30]!r}...")
+    install_path = f"{USERDATA_DIR}/install.sh"
+    config: dict[str, Any] = {
+        "ssh_pwauth": False,
+        "disable_root": True,
+    }
+    if spec.ssh_keys:
+        config["ssh_authorized_keys"] = [k.strip() for k in spec.ssh_keys]
+    files: list[dict[str, Any]] = [
+        {"path": install_path, "owner": "root:root", "permissions": "0700", "content": _install_script(spec)}
+    ]
+    runcmd: list[Any] = []
+    if spec.root_password_hash is not None:
+        _check(_PASSWORD_HASH, spec.root_password_hash, "password hash (crypt(3) format, e.g. $6$...)")
+        config["ssh_pwauth"] = True
+        config["disable_root"] = False
+        config["chpasswd"] = {
+            "expire": False,
+            "users": [{"name": "root", "password": spec.root_password_hash, "type": "hash"}],
+        }
+        files.append(
+            {
+                "path": "/etc/ssh/sshd_config.d/60-harmonic-root-login.conf",
+                "owner": "root:root",
+                "permissions": "0644",
+                "content": "# INSECURE: written by `harmonic-install user-data --insecure-root-password`\n"
+                "PermitRootLogin yes\nPasswordAuthentication yes\n",
+            }
+        )
+        runcmd.append(["systemctl", "try-reload-or-restart", "ssh.service"])
+    config["write_files"] = files
+    # runcmd runs inside cloud-final.service: run the installer in the foreground (never `systemctl start` a
+    # unit ordered after cloud-final without --no-block: that deadlocks).
+    runcmd.append(["sh", install_path])
+    config["runcmd"] = runcmd
+    # Evaluated after cloud-init's final stage has finished (and reported), so the reboot does not cut it off.
+    config["power_state"] = {
+        "mode": "reboot",
+        "message": "harmonic-install succeeded: rebooting into Harmonic cOS",
+        "condition": ["test", "-f", SUCCESS_MARKER],
+        "delay": "now",
+        "timeout": 120,
+    }
+    return config
+
+
+def render_user_data(spec: UserDataSpec) -> str:
+    """The user-data file: `#cloud-config` and the YAML of `user_data(spec)`."""
+    header = (
+        f"#cloud-config\n# harmonic-install {__version__} user-data for a MAAS ephemeral deploy (docs/deploying.md)\n"
+    )
+    return header + to_yaml(user_data(spec))
+
+
+# A minimal YAML emitter for the cloud-config above (no YAML library at run time: the zipapp's deps are fixed).
+# Strings are plain only when they cannot be read as anything else, literal blocks when multi-line and clean,
+# and JSON-quoted otherwise (a JSON string is a valid YAML double-quoted scalar).
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./+@-]*")
+_YAML11_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if _PLAIN.fullmatch(value) and value.lower() not in _YAML11_WORDS:
+            return value
+        return json.dumps(value)
+    raise TypeError(f"cannot render {type(value).__name__} as YAML")
+
+
+def _block_literal(value: str, indent: str) -> str | None:
+    if "\n" not in value or value.startswith((" ", "\n")) or value.endswith("\n\n"):
+        return None
+    lines = value.removesuffix("\n").split("\n")
+    for line in lines:
+        if line != line.rstrip() or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in line):
+            return None
+    head = "|" if value.endswith("\n") else "|-"
+    return head + "".join(f"\n{indent}{line}" if line else "\n" for line in lines)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, bool))
+
+
+def _emit(value: Any, indent: str) -> list[str]:
+    """Lines for a mapping or sequence at the given indentation."""
+    lines: list[str] = []
+    items: Iterable[tuple[str | None, Any]]
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((None, v) for v in value)
+    else:
+        raise TypeError(f"cannot render {type(value).__name__} as a YAML collection")
+    for key, item in items:
+        lead = f"{indent}{_scalar(key)}:" if key is not None else f"{indent}-"
+        if _is_scalar(item):
+            text = _block_literal(item, indent + "  ") if isinstance(item, str) else None
+            lines.append(f"{lead} {text if text is not None else _scalar(item)}")
+        elif isinstance(item, list) and item and all(_is_scalar(v) for v in item) and key is None:
+            lines.append(f"{lead} [" + ", ".join(_scalar(v) for v in item) + "]")
+        elif not item:
+            lines.append(f"{lead} {'{}' if isinstance(item, Mapping) else '[]'}")
+        elif key is None and isinstance(item, Mapping):
+            sub = _emit(item, indent + "  ")
+            lines.append(f"{lead} {sub[0].lstrip()}")
+            lines.extend(sub[1:])
+        else:
+            lines.append(lead)
+            lines.extend(_emit(item, indent + "  "))
+    return lines
+
+
+def to_yaml(value: Mapping[str, Any]) -> str:
+    """Block-style YAML for a mapping of str/int/bool/list/mapping values."""
+    return "\n".join(_emit(value, "")) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SHA-512 crypt ($6$), for `--insecure-root-password`: the `crypt` module is deprecated and gone in Python 3.13.
+
+_ITOA64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_SHA512_ORDER = (
+    (0, 21, 42), (22, 43, 1), (44, 2, 23), (3, 24, 45), (25, 46, 4), (47, 5, 26), (6, 27, 48),
+    (28, 49, 7), (50, 8, 29), (9, 30, 51), (31, 52, 10), (53, 11, 32), (12, 33, 54), (34, 55, 13),
+    (56, 14, 35), (15, 36, 57), (37, 58, 16), (59, 17, 38), (18, 39, 60), (40, 61, 19), (62, 20, 41),
+)  # fmt: skip
+
+
+def _b64_24(b2: int, b1: int, b0: int, n: int) -> str:
+    w = (b2 << 16) | (b1 << 8) | b0
+    out = []
+    for _ in range(n):
+        out.append(_ITOA64[w & 0x3F])
+        w >>= 6
+    return "".join(out)
+
+
+def _repeat(digest: bytes, length: int) -> bytes:
+    return (digest * (length // len(digest) + 1))[:length]
+
+
+def sha512_crypt(password: str, salt: str | None = None, rounds: int = 5000) -> str:
+    """The glibc crypt(3) SHA-512 hash of password ('$6$salt$...'), as /etc/shadow and cloud-init take it.
+
+    Args:
+        password: the password (UTF-8 encoded).
+        salt: up to 16 characters of [./0-9A-Za-z]; random when None.
+        rounds: 1000..999999999; written into the hash when not the default 5000.
+    """
+    if salt is None:
+        salt = "".join(secrets.choice(_ITOA64) for _ in range(16))
+    salt = salt[:16]
+    if not salt or any(c not in _ITOA64 for c in salt):
+        raise ConfigError("a crypt salt is 1-16 characters of [./0-9A-Za-z]")
+    rounds = min(max(rounds, 1000), 999_999_999)
+    p, s = password.encode(), salt.encode()
+    b = hashlib.sha512(p + s + p).digest()
+    a = hashlib.sha512(p + s)
+    i = len(p)
+    while i > 64:
+        a.update(b)
+        i -= 64
+    a.update(b[:i])
+    i = len(p)
+    while i > 0:
+        a.update(b if i & 1 else p)
+        i >>= 1
+    c = a.digest()
+    p_seq = _repeat(hashlib.sha512(p * len(p)).digest(), len(p))
+    s_seq = _repeat(hashlib.sha512(s * (16 + c[0])).digest(), len(s))
+    for r in range(rounds):
+        h = hashlib.sha512(p_seq if r & 1 else c)
+        if r % 3:
+            h.update(s_seq)
+        if r % 7:
+            h.update(p_seq)
+        h.update(c if r & 1 else p_seq)
+        c = h.digest()
+    encoded = "".join(_b64_24(c[x], c[y], c[z], 4) for x, y, z in _SHA512_ORDER) + _b64_24(0, 0, c[63], 2)
+    prefix = "$6$" if rounds == 5000 else f"$6$rounds={rounds}$"
+    return f"{prefix}{salt}${encoded}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# deploy-command
+
+
+def machines_by_name(machines_json: str) -> dict[str, str]:
+    """hostname, FQDN and system_id -> system_id, from the output of `maas <profile> machines read`."""
+    try:
+        machines = json.loads(machines_json)
+    except ValueError as exc:
+        raise ConfigError(f"the machines file is not JSON: {exc}") from exc
+    if not isinstance(machines, list):
+        raise ConfigError("the machines file is not the list `maas <profile> machines read` prints")
+    names: dict[str, str] = {}
+    for machine in machines:
+        system_id = machine.get("system_id") if isinstance(machine, dict) else None
+        if not isinstance(system_id, str):
+            raise ConfigError("a machine in the machines file has no system_id")
+        for key in ("hostname", "fqdn", "system_id"):
+            value = machine.get(key)
+            if isinstance(value, str) and value:
+                if names.get(value, system_id) != system_id:
+                    raise ConfigError(f"{value!r} names two machines in the machines file")
+                names[value] = system_id
+    return names
+
+
+def deploy_commands(
+    machines: Sequence[str],
+    *,
+    user_data: bytes | None,
+    profile: str = DEFAULT_PROFILE,
+    names: Mapping[str, str] | None = None,
+    image: str | None = None,
+) -> list[str]:
+    """One `maas <profile> machine deploy <system_id> ephemeral_deploy=true ...` per machine, in order.
+
+    Args:
+        machines: system IDs, or hostnames when `names` (from machines_by_name) is given.
+        user_data: the cloud-config (or script) to pass base64-encoded; required unless `image` is set.
+        image: a custom image name (custom/<name>) to deploy instead of the default Ubuntu.
+    """
+    _check(_PROFILE, profile, "MAAS profile")
+    if not machines:
+        raise ConfigError("no machine given")
+    if user_data is None and image is None:
+        raise ConfigError("pass --user-data (the file `harmonic-install user-data` wrote) or --image")
+    if user_data is not None and not user_data.startswith((b"#cloud-config", b"#!")):
+        raise ConfigError("the user-data file starts with neither #cloud-config nor #! (wrong file?)")
+    extra = ""
+    if image is not None:
+        _check(_IMAGE_NAME, image.removeprefix("custom/"), "image name")
+        extra += f" osystem=custom distro_series={_sq(image.removeprefix('custom/'))}"
+    if user_data is not None:
+        extra += " user_data=" + base64.b64encode(user_data).decode("ascii")
+    commands: list[str] = []
+    seen: set[str] = set()
+    for machine in machines:
+        if names is not None:
+            if machine not in names:
+                raise ConfigError(f"{machine!r} is not in the machines file")
+            system_id = names[machine]
+        else:
+            system_id = machine
+        _check(_SYSTEM_ID, system_id, "MAAS system ID (or pass --machines-json to use hostnames)")
+        if system_id in seen:
+            raise ConfigError(f"machine {machine!r} ({system_id}) is listed twice")
+        seen.add(system_id)
+        commands.append(f"maas {profile} machine deploy {system_id} ephemeral_deploy=true{extra}")
+    return commands

@@ -1,0 +1,17 @@
+#!/bin/bash
+# Build VM, last provisioner: undo what the build needed, so the image holds no build login or state.
+set -euxo pipefail
+
+# The build login (user-data-build): lock root again, drop the SSH drop-in, keys and host keys.
+passwd --lock root
+rm -f /etc/ssh/sshd_config.d/00-packer-build.conf /etc/apt/apt.conf.d/90-packer-build-proxy.conf
+rm -rf /root/.ssh /root/.cache
+rm -f /etc/ssh/ssh_host_*
+
+# MAAS configures the network and cloud-init runs again on the deployed machine.
+rm -f /etc/netplan/50-cloud-init.yaml
+cloud-init clean --logs
+truncate --size 0 /etc/machine-id
+
+apt-get autoremove --purge -yq
+apt-get clean -yq

@@ -1,0 +1,109 @@
+"""The harness's fixed decisions, checked without booting: restricted network, TCG, cache keys, outcomes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import scenarios, vm
+
+IMAGE = vm.Image("t", Path("/c/root.img"), Path("/c/vmlinuz"), Path("/c/initrd.img"), None)
+
+
+def _netdev(argv: list[str]) -> str:
+    return argv[argv.index("-netdev") + 1]
+
+
+def test_guest_network_is_restricted_to_socat_guestfwd_forwards(tmp_path: Path) -> None:
+    """The guest gets user networking with restrict=on and one `cmd:socat` guestfwd per forward, nothing else."""
+    spec = vm.VmSpec(
+        image=IMAGE,
+        disk=tmp_path / "sda.img",
+        forwards=[vm.Forward(vm.WEB_IP, 80, 40001), vm.Forward(vm.PROXY_IP, 3128, 40002)],
+    )
+    argv = vm.qemu_argv(spec, tmp_path / "qmp")
+    netdev = _netdev(argv)
+    assert netdev.split(",")[:3] == ["user", "id=net0", "restrict=on"]
+    assert netdev.split(",")[3:] == [
+        "guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:40001",
+        "guestfwd=tcp:10.0.2.101:3128-cmd:socat - TCP:127.0.0.1:40002",
+    ]
+    assert argv.count("-netdev") == 1
+    assert not any("hostfwd" in a for a in argv)
+
+
+def test_root_is_a_snapshot_and_the_target_is_sda_on_virtio_scsi(tmp_path: Path) -> None:
+    """The cached root image is never written (-snapshot); the target disk is a writable scsi-hd on virtio-scsi."""
+    argv = vm.qemu_argv(vm.VmSpec(image=IMAGE, disk=tmp_path / "sda.img"), tmp_path / "qmp")
+    assert "-snapshot" in argv
+    assert "-no-reboot" in argv
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives[0].startswith(f"file={IMAGE.root},if=virtio")
+    assert f"file={tmp_path / 'sda.img'},if=none,id=target,format=raw,snapshot=off" in drives[1]
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    assert "virtio-scsi-pci,id=scsi0" in devices
+    assert any(d.startswith("scsi-hd,drive=target") for d in devices)
+
+
+def test_tcg_unless_kvm_is_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TCG by default (KVM hangs on the project's machines); HARMONIC_TEST_E2E_KVM=1 switches to KVM."""
+    spec = vm.VmSpec(image=IMAGE, disk=tmp_path / "sda.img")
+    monkeypatch.delenv("HARMONIC_TEST_E2E_KVM", raising=False)
+    argv = vm.qemu_argv(spec, tmp_path / "qmp")
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    monkeypatch.setenv("HARMONIC_TEST_E2E_KVM", "1")
+    argv = vm.qemu_argv(spec, tmp_path / "qmp")
+    assert argv[argv.index("-accel") + 1] == "kvm"
+
+
+@pytest.mark.parametrize(
+    ("serial", "rc", "outcome"),
+    [
+        ("...\n[   94.39] reboot: Restarting system", 0, "reboot"),
+        ("...\n[   23.77] reboot: Power down", 0, "poweroff"),
+        (
+            "[ 3.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n[ 3.2] reboot: Restarting system",
+            0,
+            "panic",
+        ),
+        ("harmonic-e2e login:", None, "timeout"),
+        ("qemu-system-x86_64: -drive ...: Could not open", 1, "qemu-exit"),
+    ],
+)
+def test_outcome_is_read_from_the_kernels_last_words(serial: str, rc: int | None, outcome: str) -> None:
+    """Reboot, poweroff, panic, timeout and a QEMU failure are told apart from the serial console."""
+    assert vm.classify(serial, rc) == outcome
+
+
+def test_recipe_change_gives_a_new_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changing the package list (or any recipe part) changes the image's cache key; the same recipe keeps it."""
+    before = vm._digest(vm.recipe())
+    assert vm._digest(vm.recipe()) == before
+    monkeypatch.setattr(vm, "PACKAGES", (*vm.PACKAGES, "less"))
+    assert vm._digest(vm.recipe()) != before
+
+
+def test_layer_key_follows_the_debs_bytes(tmp_path: Path) -> None:
+    """A rebuilt .deb with the same name gives a new layer image; the same bytes reuse the cached one."""
+    deb = tmp_path / "harmonic-installer_0.1.0_all.deb"
+    deb.write_bytes(b"one")
+    first = vm.Layer(debs=(deb,), enable=(scenarios.UNIT,)).digest()
+    assert vm.Layer(debs=(deb,), enable=(scenarios.UNIT,)).digest() == first
+    deb.write_bytes(b"two")
+    assert vm.Layer(debs=(deb,), enable=(scenarios.UNIT,)).digest() != first
+
+
+def test_baked_kernel_command_line_carries_the_unit_gate_and_the_settings() -> None:
+    """The baked guest gets harmonic.install=1 (the unit's condition); the ephemeral one does not."""
+    baked = scenarios.kernel_cmdline("http://10.0.2.100", baked=True)
+    assert baked[0] == "harmonic.install=1"
+    assert "harmonic.server.url=http://10.0.2.100" in baked
+    assert "harmonic.proxy.no_proxy=localhost,127.0.0.1,10.0.2.0/24" in baked
+    assert "harmonic.install=1" not in scenarios.kernel_cmdline("http://10.0.2.100", baked=False)
+
+
+def test_mounts_left_inside_a_build_directory_are_found() -> None:
+    """Mount points below a directory are listed (so an interrupted build is unmounted before rm -rf)."""
+    assert "/proc" in vm._mounts_under(Path("/"))
+    assert vm._mounts_under(Path("/proc/self/fdinfo")) == []
