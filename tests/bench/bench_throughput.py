@@ -31,8 +31,8 @@ from tests.support.nginx import serve
 
 VENV_PY = str(REPO / ".venv" / "bin" / "python")
 TOOLS = ("harmonic-install", "curl -o", "curl -o + sha256sum", "wget -O")
-# Experiments (`--tools`): the download path with httpcore reading 1 MiB at a time instead of 64 KiB.
-EXPERIMENTS = ("harmonic-install 256 KiB reads", "harmonic-install 1024 KiB reads")
+# Experiments (a tool list on the command line): the download path with httpcore reading N KiB at a time.
+EXPERIMENTS = ("harmonic-install 64 KiB reads", "harmonic-install 256 KiB reads", "harmonic-install 1024 KiB reads")
 
 
 @dataclass(frozen=True, slots=True)
