@@ -1,14 +1,16 @@
 """The production download path in a fresh process: settings -> plan.artifact_specs -> Downloader.fetch(ISO).
 
 Usage: python -m tests.bench.bench_fetch SERVER_URL ISO_DIR [key=value ...]
-Extra key=value pairs are settings (e.g. download.attempts=12). The checksum comes from the server's
-SHA256SUMS, as in production. Logs go to stderr as JSON (what the installer logs on a serial console);
-the last stdout line is the VerifiedArtifact as JSON.
+Extra key=value pairs are settings (e.g. download.attempts=12). HARMONIC_BENCH_HTTPCORE_READ=<bytes>
+sets httpcore's socket read size for an experiment (the tuning measured in results/README.md). The
+checksum comes from the server's SHA256SUMS, as in production. Logs go to stderr as JSON (what the
+installer logs on a serial console); the last stdout line is the VerifiedArtifact as JSON.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -20,6 +22,11 @@ def main(argv: list[str]) -> int:
     from harmonic_installer.plan import artifact_specs
     from harmonic_installer.proxy import ProxyConfig
 
+    read_size = os.environ.get("HARMONIC_BENCH_HTTPCORE_READ")
+    if read_size:  # bench-only experiment: httpcore's socket read size (default 64 KiB)
+        import httpcore
+
+        httpcore.HTTP11Connection.READ_NUM_BYTES = int(read_size)
     server, iso_dir, *pairs = argv
     flags: dict[str, str] = {"server.url": server, "paths.iso_dir": iso_dir}
     flags.update(pair.split("=", 1) for pair in pairs)  # type: ignore[misc]

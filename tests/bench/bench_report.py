@@ -288,5 +288,8 @@ def write(r: dict[str, Any], *, quick: bool) -> Path:
         ]
         parts += [f"![{p}]({p})" for p in pngs if p.startswith("fleet")]
         parts.append("")
+    findings = Path(__file__).with_name("findings.md")
+    if not quick and findings.exists():
+        parts += [findings.read_text().rstrip(), ""]
     page.write_text("\n".join(parts) + "\n")
     return page

@@ -31,6 +31,8 @@ from tests.support.nginx import serve
 
 VENV_PY = str(REPO / ".venv" / "bin" / "python")
 TOOLS = ("harmonic-install", "curl -o", "curl -o + sha256sum", "wget -O")
+# Experiments (a tool list on the command line): the download path with httpcore reading N KiB at a time.
+EXPERIMENTS = ("harmonic-install 64 KiB reads", "harmonic-install 256 KiB reads", "harmonic-install 1024 KiB reads")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,9 @@ def commands(tool: str, base: str, iso_dir: Path) -> list[str]:
     dest = str(iso_dir / ISO_NAME)
     if tool == "harmonic-install":
         return [VENV_PY, "-m", "tests.bench.bench_fetch", base, str(iso_dir)]
+    if tool.startswith("harmonic-install ") and tool.endswith(" KiB reads"):
+        env = f"HARMONIC_BENCH_HTTPCORE_READ={int(tool.split()[1]) * 1024}"
+        return ["env", env, VENV_PY, "-m", "tests.bench.bench_fetch", base, str(iso_dir)]
     if tool == "curl -o":
         return ["curl", "-fsS", "-o", dest, url]
     if tool == "curl -o + sha256sum":
@@ -111,7 +116,7 @@ def _verified(tool: str, m: Measured, iso_dir: Path, digest: str, size: int) -> 
     path = iso_dir / ISO_NAME
     if not path.exists() or path.stat().st_size != size:
         return False
-    if tool == "harmonic-install":
+    if tool.startswith("harmonic-install"):
         import json
 
         art = json.loads(m.stdout.strip().splitlines()[-1])
@@ -127,7 +132,7 @@ def summarize(runs: list[Run]) -> list[dict[str, object]]:
         by_round: dict[int, dict[str, Run]] = {}
         for r in at:
             by_round.setdefault(r.round, {})[r.tool] = r
-        for tool in TOOLS:
+        for tool in TOOLS + EXPERIMENTS:
             mine = [r for r in at if r.tool == tool]
             if not mine:
                 continue
@@ -156,7 +161,13 @@ def summarize(runs: list[Run]) -> list[dict[str, object]]:
 
 
 if __name__ == "__main__":
+    # python -m tests.bench.bench_throughput [MiB [rounds [tool,tool,...]]]
     size = int(float(sys.argv[1]) * MiB) if len(sys.argv) > 1 else GiB
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    for row in summarize(measure([size], {size: n})):
-        print(row)
+    chosen = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else TOOLS
+    for row in summarize(measure([size], {size: n}, chosen)):
+        print(
+            f"{row['tool']:30s} median {row['wall_s']:6.2f} s  {row['mib_s']:5.0f} MiB/s  CPU {row['cpu_s']:5.2f} s  "
+            f"/curl {row['vs_curl']:.2f}  /wget {row['vs_wget']:.2f}  RSS {row['maxrss_mib']:.1f} MiB  "
+            f"ok={row['all_ok']}"
+        )
