@@ -31,6 +31,7 @@ from typing import Literal
 from tests.e2e import vm
 from tests.e2e.proxy import Proxy, tinyproxy
 from tests.support import standin
+from tests.support.maas_server import MaasServer, running
 from tests.support.nginx import Nginx, serve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,6 +123,7 @@ class ScenarioResult:
     proxied_requests: tuple[str, ...]  # nginx on 127.0.0.2, only reachable through tinyproxy
     proxy_log: tuple[str, ...]  # request lines tinyproxy handled
     server_url: str
+    maas: MaasServer  # the stand-in MAAS status endpoint the installer reported to (stopped; events kept)
     timings: dict[str, float] = field(default_factory=dict)
 
     def events(self) -> list[dict[str, object]]:
@@ -216,7 +218,7 @@ def run_scenario(
     image = vm.layered_image(base, baked_layer(build)) if baked else base
     timings["image_s"] = time.monotonic() - t0
     disk = vm.blank_disk(workdir / "sda.img", DISK_MIB)
-    with servers(web.root, workdir) as (direct, proxied, proxy):
+    with servers(web.root, workdir) as (direct, proxied, proxy), running() as maas:
         server_url = f"http://{proxied.host}:{proxied.port}" if scenario.via_proxy else f"http://{vm.WEB_IP}"
         seed = None
         if not baked:
@@ -224,8 +226,13 @@ def run_scenario(
         spec = vm.VmSpec(
             image=image,
             disk=disk,
-            forwards=[vm.Forward(vm.WEB_IP, 80, direct.port), vm.Forward(vm.PROXY_IP, PROXY_PORT, proxy.port)],
-            cmdline=kernel_cmdline(server_url, baked=baked),
+            forwards=[
+                vm.Forward(vm.WEB_IP, 80, direct.port),
+                vm.Forward(vm.PROXY_IP, PROXY_PORT, proxy.port),
+                vm.Forward(MAAS_IP, MAAS_PORT, maas.port),
+            ],
+            # MAAS gives the ephemeral OS its reporting endpoint; here it comes as harmonic.maas.* parameters.
+            cmdline=kernel_cmdline(server_url, baked=baked) + maas.kernel_params(maas.endpoint(MAAS_HOST_PORT)),
             seed=seed,
         )
         t1 = time.monotonic()
@@ -234,6 +241,7 @@ def run_scenario(
                 with contextlib.suppress(TimeoutError):
                     machine.wait_for(r"harmonic-install: FAILED", timeout=timeout)
                     time.sleep(3)  # let systemd and cloud-init log the unit's end
+                maas.wait_for(_parent_finished, timeout=30)  # the final FAIL leaves before the power button
                 result = machine.power_off(timeout=300)
             else:
                 result = machine.wait(timeout=timeout)
@@ -247,8 +255,18 @@ def run_scenario(
             proxied_requests=tuple(proxied.requests()),
             proxy_log=tuple(proxy.requests()),
             server_url=server_url,
+            maas=maas,
             timings=timings,
         )
+
+
+MAAS_IP = "10.0.2.103"  # the stand-in MAAS, forwarded to a loopback port on the host
+MAAS_PORT = 5248
+MAAS_HOST_PORT = f"{MAAS_IP}:{MAAS_PORT}"
+
+
+def _parent_finished(events: list[dict[str, object]]) -> bool:
+    return any(e.get("event_type") == "finish" and e.get("name") == "harmonic-installer" for e in events)
 
 
 def request_paths(lines: Sequence[str]) -> list[str]:

@@ -64,6 +64,13 @@ def test_baked_image_runs_the_unit_writes_the_iso_and_reboots(
     assert r.proxy_log == ()
     assert r.proxied_requests == ()
     assert str(r.finished_steps()["proxy"].get("detail", "")).endswith("direct"), r.finished_steps()["proxy"]
+    # MAAS's event log tells the story: a start and a finish per step under one parent, SUCCESS at the end.
+    r.maas.assert_well_formed()
+    names = r.maas.names()
+    for step in ("preflight", "proxy", "download", "packages", "write", "reboot"):
+        assert ("start", f"harmonic-installer/{step}", None) in names, names
+    assert names[-1] == ("finish", "harmonic-installer", "SUCCESS"), names
+    assert r.maas.rejections == []
 
 
 def test_ephemeral_deploy_from_user_data_installs_and_reboots(
@@ -112,3 +119,12 @@ def test_corrupted_iso_writes_nothing_and_does_not_reboot(
     assert "packages" not in steps
     assert "write" not in steps
     assert "/apollo/latest" in scenarios.request_paths(r.direct_requests)
+    # MAAS is told: the download step FAILs, then the parent FAILs with the cause and the log tail attached.
+    r.maas.assert_well_formed()
+    names = r.maas.names()
+    assert ("finish", "harmonic-installer/download", "FAIL") in names, names
+    final = r.maas.received()[-1]
+    assert (final["event_type"], final["name"], final.get("result")) == ("finish", "harmonic-installer", "FAIL")
+    assert "exit 4" in str(final.get("description")), final
+    log_tail = r.maas.files().get("harmonic-installer.log", b"")
+    assert b"step.failed" in log_tail, log_tail[-500:]
