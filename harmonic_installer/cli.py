@@ -18,14 +18,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 os.environ.setdefault("TYPER_USE_RICH", "0")  # plain help text on a serial console; read at typer import
 
-import structlog
 import typer
 
 from harmonic_installer import __version__, config, maas
-from harmonic_installer import log as logsetup
 from harmonic_installer.errors import ConfigError, ExitCode, InstallerError, Interrupted
-
-log = structlog.get_logger()
 
 EXIT_CODES_HELP = """Exit codes: 0 success, plan shown, or not a target host (the configured disk does not exist);
 2 usage or configuration error; 3 preflight (host or disk unfit, nothing changed);
@@ -44,8 +40,10 @@ Settings come from /etc/harmonic-installer/config.toml (or --config), the kernel
 
 {EXIT_CODES_HELP}"""
 
-if TYPE_CHECKING:  # plan (and through it httpx, tenacity, pyudev) is imported only when a run needs it:
-    from harmonic_installer import plan  # `--help` and the operator commands start in a fraction of the time
+if TYPE_CHECKING:  # plan (httpx, tenacity, pyudev) and log (structlog, which pulls in rich) are imported only
+    # when a run needs them: `--help` and the operator commands start in a fraction of the time.
+    from harmonic_installer import log as logsetup
+    from harmonic_installer import plan
 
 DepsFactory = Callable[[config.Settings], "plan.Deps"]
 
@@ -159,8 +157,12 @@ def main_command(
 
 
 def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
+    import structlog
+
+    from harmonic_installer import log as logsetup
     from harmonic_installer import plan
 
+    log = structlog.get_logger()
     tail = logsetup.LogTail()
     logsetup.configure(verbose=run_flags.verbose, tail=tail)
     settings: config.Settings | None = None
@@ -211,8 +213,11 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
 
 def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail) -> plan.InstallReport:
     """plan.run, reporting to MAAS when configured (an injected observer wins); the reporter is always closed."""
+    import structlog
+
     from harmonic_installer import plan, reporting
 
+    log = structlog.get_logger()
     reporter = None
     if deps.observer is None:
         try:

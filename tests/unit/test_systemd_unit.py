@@ -98,7 +98,8 @@ def test_verify_catches_the_ordering_cycle_of_the_obvious_unit(tmp_path: Path) -
     assert obvious != UNIT.read_text()
     d = _unit_dir(tmp_path, "harmonic-obvious.service", obvious, real_cloud_init=False)
     result = _verify(d, "harmonic-obvious.service")
-    assert result.returncode != 0
+    # The exit status depends on which job systemd deletes to break the cycle (measured: 0 in about 1 run of
+    # 30), so the lint fails on any output, and this test asserts the message, not the status.
     assert "ordering cycle" in result.stderr
 
 
