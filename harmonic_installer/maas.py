@@ -218,7 +218,7 @@ def _installer_argv(spec: UserDataSpec, pyz_path: str) -> list[str]:
         if not arg or any(ord(c) < 0x20 for c in arg):
             raise ConfigError(f"invalid installer argument: {arg!r}")
     extra = [a for a in spec.installer_args if a not in {"-i", "--no-reboot"}]
-    return ["python3", "-I", pyz_path, "--server-url", server_url, *extra, "-i", "--no-reboot"]
+    return ["python3", "-I", "-S", pyz_path, "--server-url", server_url, *extra, "-i", "--no-reboot"]
 
 
 def _install_script(spec: UserDataSpec) -> str:

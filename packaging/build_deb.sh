@@ -36,7 +36,7 @@ install -m 0755 "$PYZ" "$root/usr/lib/$PACKAGE/harmonic-install.pyz"
 cat >"$root/usr/sbin/harmonic-install" <<EOF
 #!/bin/sh
 # Run the harmonic-install zipapp with the system Python, isolated from PYTHON* variables and user site.
-exec /usr/bin/python3 -I /usr/lib/$PACKAGE/harmonic-install.pyz "\$@"
+exec /usr/bin/python3 -I -S /usr/lib/$PACKAGE/harmonic-install.pyz "\$@"
 EOF
 chmod 0755 "$root/usr/sbin/harmonic-install"
 install -m 0644 systemd/harmonic-installer.service "$root/lib/systemd/system/harmonic-installer.service"

@@ -12,8 +12,13 @@ What makes the file fit the MAAS ephemeral environment (measured pitfalls: ecosy
   `--invalidation-mode unchecked-hash`, so start-up does not recompile and nothing is written at run time;
 - the archive is reproducible: sorted entries, fixed timestamps and modes, no build paths in the code
   objects, and bytecode that does not depend on the compiler's memory (see _COMPILE below);
-- the shebang is `/usr/bin/python3 -I`: isolated mode ignores PYTHON* variables, the user site and the
-  current directory, so only what is inside the archive (plus the stdlib) is imported.
+- what never runs is left out (LEFT_OUT: rich and its Markdown and syntax highlighting, which typer and
+  structlog only use when present and we switch off; anyio, which httpx needs only for async clients), so
+  the archive holds what the installer imports and nothing else;
+- the shebang is `/usr/bin/python3 -I -S`: isolated mode ignores PYTHON* variables, the user site and the
+  current directory, and -S leaves out site, so /usr/lib/python3/dist-packages is not on sys.path either:
+  only what is inside the archive (plus the stdlib) is imported. Everything that starts the pyz (the unit,
+  the /usr/sbin wrapper, the user-data, the docs) uses the same two flags (RUN_FLAGS).
 """
 
 from __future__ import annotations
@@ -33,7 +38,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "harmonic_installer"
 ARCHIVE_NAME = "harmonic-install.pyz"
-SHEBANG = b"#!/usr/bin/python3 -I\n"
+# How the pyz is always started. The kernel passes a shebang's arguments as one word, hence "-IS" there.
+RUN_FLAGS = ("-I", "-S")
+SHEBANG = b"#!/usr/bin/python3 -IS\n"
+# Locked (typer and httpx declare them) but never imported by the installer: left out of the archive.
+# tests/integration/test_pyz.py runs every CLI path of the archive with them absent.
+LEFT_OUT = {
+    "rich": "typer's rich help and tracebacks: the app sets rich_markup_mode=None, pretty_exceptions_enable=False",
+    "pygments": "syntax highlighting for rich",
+    "markdown-it-py": "Markdown for rich",
+    "mdurl": "for markdown-it-py",
+    "anyio": "httpx's async transports (the installer is synchronous; httpcore imports it only if present)",
+    "exceptiongroup": "for anyio on Python 3.10",
+}
 # 1980-01-01 is the earliest time a zip entry can carry.
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 COMPILED_EXTENSIONS = (".so", ".pyd", ".dylib", ".dll")
@@ -84,8 +101,25 @@ def fetch_wheels(lock: Path, wheel_dir: Path) -> None:
     )
 
 
+def shipped_requirements(lock_text: str) -> str:
+    """The lock without the LEFT_OUT entries (each entry: its `name==version` line and what follows it)."""
+    out: list[str] = []
+    skipping = False
+    for line in lock_text.splitlines():
+        entry = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", line)
+        if entry:
+            skipping = re.sub(r"[-_.]+", "-", entry.group(1)).lower() in LEFT_OUT
+        elif not line.startswith((" ", "\t")):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def install_wheels(lock: Path, wheel_dir: Path, target: Path) -> None:
-    """Install the locked wheels into target from wheel_dir only (no index)."""
+    """Install the locked wheels, less LEFT_OUT, into target from wheel_dir only (no index)."""
+    shipped = target.parent / "shipped.lock"
+    shipped.write_text(shipped_requirements(lock.read_text()))
     _run(
         _pip(
             "install",
@@ -100,7 +134,7 @@ def install_wheels(lock: Path, wheel_dir: Path, target: Path) -> None:
             "--target",
             str(target),
             "-r",
-            str(lock),
+            str(shipped),
         )
     )
 

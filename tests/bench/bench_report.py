@@ -50,13 +50,18 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         )
     st = r.get("startup")
     if st:
+        prev = st.get("previous") or {}
+        was = f"; previous release {prev['median_s']:.3f} s" if "median_s" in prev else ""
         out.append(
             (
-                "start-up `--help` < 0.3 s",
-                f"{st['median_s']:.3f} s ({st['ratio']:.1f}x `-c pass`)",
-                st["median_s"] < 0.3,
+                "start-up `--help` < 0.15 s",
+                f"{st['median_s']:.3f} s ({st['ratio']:.1f}x `-c pass`{was})",
+                st["median_s"] < 0.15,
             )
         )
+        if st.get("pyz_bytes"):
+            was = f"; previous release {prev['pyz_bytes'] / 1e6:.2f} MB" if "pyz_bytes" in prev else ""
+            out.append(("pyz size < 2 MB", f"{st['pyz_bytes'] / 1e6:.2f} MB{was}", st["pyz_bytes"] < 2_000_000))
     for f in r.get("fleet", []):
         out.append(
             (

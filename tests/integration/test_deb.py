@@ -67,9 +67,9 @@ def test_deb_unit_is_the_repository_unit_and_runs_the_shipped_pyz(deb: Path, tmp
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
     unit = (tmp_path / UNIT_PATH).read_text()
     assert unit == (ROOT / "systemd" / "harmonic-installer.service").read_text()
-    assert f"ExecStart=/usr/bin/python3 -I /{PYZ_PATH} " in unit
+    assert f"ExecStart=/usr/bin/python3 -I -S /{PYZ_PATH} " in unit
     wrapper = (tmp_path / "usr/sbin/harmonic-install").read_text()
-    assert f'exec /usr/bin/python3 -I /{PYZ_PATH} "$@"' in wrapper
+    assert f'exec /usr/bin/python3 -I -S /{PYZ_PATH} "$@"' in wrapper
 
 
 def test_deb_rebuild_gives_identical_bytes(deb: Path, pyz: Path, tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_deb_installs_and_removes_with_dpkg(deb: Path, tmp_path: Path) -> None:
     assert "Status: install ok installed" in status
     assert (root / PYZ_PATH).is_file()
     assert (root / UNIT_PATH).is_file()
-    version = [python310(), "-I", str(root / PYZ_PATH), "--version"]
+    version = [python310(), "-I", "-S", str(root / PYZ_PATH), "--version"]
     result = subprocess.run(version, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == f"harmonic-install {__version__}"
     subprocess.run([*dpkg, "-r", "harmonic-installer"], check=True, capture_output=True)

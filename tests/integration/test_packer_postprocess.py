@@ -81,7 +81,7 @@ def test_disk_becomes_a_root_filesystem_tgz_and_the_pyz_prints_its_import_comman
 
     pyz = build_pyz(tmp_path / "harmonic-install.pyz")
     imported = subprocess.run(
-        [python310(), "-I", str(pyz), "maas-import-command", "--series", "jammy", out.name],
+        [python310(), "-I", "-S", str(pyz), "maas-import-command", "--series", "jammy", out.name],
         cwd=tmp_path,
         capture_output=True,
         text=True,

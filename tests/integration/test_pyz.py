@@ -16,6 +16,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.support.nginx import serve
 from tests.support.packaging import ROOT, build_pyz, python310
 
 
@@ -72,8 +73,8 @@ def test_archive_is_pure_python_and_precompiled_for_zipimport(pyz: Path) -> None
 
 
 def test_archive_metadata_is_fixed(pyz: Path) -> None:
-    """Shebang runs the system python3 isolated; entries are sorted with fixed dates and modes."""
-    assert pyz.read_bytes().startswith(b"#!/usr/bin/python3 -I\n")
+    """Shebang runs the system python3 isolated and without site; entries are sorted with fixed dates and modes."""
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/python3 -IS\n")
     with zipfile.ZipFile(pyz) as zf:
         infos = zf.infolist()
     assert [i.filename for i in infos] == sorted(i.filename for i in infos)
@@ -94,7 +95,7 @@ def test_startup_time(pyz: Path, python310: str) -> None:
     runs = []
     for _ in range(5):
         started = time.monotonic()
-        subprocess.run([python310, "-I", str(pyz), "--version"], check=True, capture_output=True)
+        subprocess.run([python310, "-I", "-S", str(pyz), "--version"], check=True, capture_output=True)
         runs.append(time.monotonic() - started)
     median = statistics.median(runs)
     print(f"\npyz: --version median start-up {median * 1000:.0f} ms over {len(runs)} runs")
@@ -127,7 +128,7 @@ def test_runs_without_home_on_a_read_only_root(pyz: Path, python310: str, tmp_pa
     script = 'mount --make-rprivate / && mount -o remount,bind,ro / && cd / && exec "$@"'
     for name, args in runs.items():
         result = subprocess.run(
-            ["unshare", "-m", "sh", "-c", script, "sh", python310, "-I", str(pyz), *args],
+            ["unshare", "-m", "sh", "-c", script, "sh", python310, "-I", "-S", str(pyz), *args],
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HARMONIC_CMDLINE_FILE": "/dev/null"},
             capture_output=True,
             text=True,
@@ -136,6 +137,141 @@ def test_runs_without_home_on_a_read_only_root(pyz: Path, python310: str, tmp_pa
         )
         assert result.returncode == 0, f"{name}: {result.stderr}"
     assert hashlib.sha256(pyz.read_bytes()).hexdigest() in result.stdout
+
+
+LEFT_OUT_MODULES = ("rich", "pygments", "markdown_it", "mdurl", "anyio", "exceptiongroup")
+
+
+def test_archive_leaves_out_what_never_runs(pyz: Path) -> None:
+    """rich, pygments, markdown-it, mdurl and anyio are not in the archive, which stays under 2 MB."""
+    with zipfile.ZipFile(pyz) as zf:
+        tops = {n.split("/")[0].split(".")[0].split("-")[0] for n in zf.namelist()}
+    assert not tops & set(LEFT_OUT_MODULES)
+    assert {"typer", "httpx", "httpcore", "structlog", "pyudev", "tenacity", "certifi", "harmonic_installer"} <= tops
+    assert pyz.stat().st_size < 2 * 1000 * 1000, f"{pyz.stat().st_size} bytes"
+
+
+def test_shipped_requirements_drop_only_the_left_out_entries() -> None:
+    """The lock less LEFT_OUT keeps every other pin with all its hashes, and nothing of the left-out ones."""
+    build = _load_build_module()
+    lock = (ROOT / "requirements" / "runtime.lock").read_text()
+    shipped = build.shipped_requirements(lock)
+
+    def pins(text: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        name = ""
+        for line in text.splitlines():
+            if not line.startswith((" ", "#")) and "==" in line:
+                name = line.split("==")[0].lower()
+                out[name] = []
+            elif "--hash=" in line and name:
+                out[name].append(line.strip())
+        return out
+
+    everything, kept = pins(lock), pins(shipped)
+    assert set(everything) - set(kept) == set(build.LEFT_OUT)
+    assert all(kept[name] == everything[name] and kept[name] for name in kept)
+
+
+# Registers a check, run at exit, of where every imported module came from: the archive (`pyz`) or the standard
+# library, never site-packages or dist-packages (-S makes those unreachable; this proves it for every path).
+_ORIGIN_GUARD = """
+import atexit, os, sys, sysconfig
+stdlib = (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])
+def inside(path):
+    if path.startswith(pyz + os.sep):
+        return True
+    return path.startswith(stdlib) and os.sep + "site-packages" not in path and "dist-packages" not in path
+def check():
+    outside = sorted(
+        f"{name}: {mod.__file__}" for name, mod in list(sys.modules.items())
+        if getattr(mod, "__file__", None) and not inside(mod.__file__)
+    )
+    if outside:
+        sys.stderr.write("imported from outside the archive: " + ", ".join(outside) + "\\n")
+        os._exit(99)
+atexit.register(check)
+"""
+# Runs the archive's __main__ the way the shebang does, under the guard: argv is PYZ ARGS...
+_RUN_GUARDED = (
+    "import runpy, sys\npyz, args = sys.argv[1], sys.argv[2:]\n"
+    + _ORIGIN_GUARD
+    + "sys.argv = [pyz, *args]\nsys.path.insert(0, pyz)\nrunpy.run_path(pyz, run_name='__main__')\n"
+)
+
+
+def test_every_cli_path_runs_from_the_archive_alone(pyz: Path, python310: str, tmp_path: Path) -> None:
+    """Each command runs with `python3.10 -I -S` and imports nothing but the archive and the standard library."""
+    image = tmp_path / "image.tar.gz"
+    image.write_bytes(b"image")
+    user_data = tmp_path / "user-data"
+    paths = {
+        "help": (["--help"], 0),
+        "version": (["--version"], 0),
+        "settings": (["settings"], 0),
+        "plan": (["-p", "--disk", "/dev/nonexistent-harmonic"], 0),
+        "dry-run": (["-p", "-i", "--dry-run", "--disk", "/dev/nonexistent-harmonic"], 0),
+        "not-a-target install": (["-i", "--no-reboot", "--disk", "/dev/nonexistent-harmonic"], 0),
+        "bad setting": (["--download-attempts", "zero"], 2),
+        "import": (["maas-import-command", str(image)], 0),
+        "user-data": (["user-data", "--server-url", "http://127.0.0.1:9", "--pyz", str(pyz)], 0),
+        "deploy": (["deploy-command", "--user-data", str(user_data), "abc123"], 0),
+    }
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HARMONIC_CMDLINE_FILE": "/dev/null",
+        "HARMONIC_SERVER_URL": "http://127.0.0.1:9",
+        "HARMONIC_PATHS_STATE_DIR": str(tmp_path / "state"),
+        "HARMONIC_MAAS_ENABLED": "false",
+    }
+    for name, (args, want) in paths.items():  # in order: "user-data" writes the file "deploy" reads
+        result = subprocess.run(
+            [python310, "-I", "-S", "-c", _RUN_GUARDED, str(pyz), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode == want, f"{name}: rc {result.returncode}\n{result.stderr[-2000:]}"
+        assert "Traceback" not in result.stderr, f"{name}: {result.stderr[-2000:]}"
+        if name == "user-data":
+            user_data.write_text(result.stdout)
+
+
+def test_verified_download_runs_from_the_archive_alone(pyz: Path, python310: str, tmp_path: Path) -> None:
+    """httpx, httpcore, h11, idna, certifi and tenacity from the archive fetch and verify a file from nginx."""
+    root = tmp_path / "www"
+    root.mkdir()
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    (root / "blob.bin").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    script = f"""
+import sys
+pyz = {str(pyz)!r}
+sys.path.insert(0, pyz)
+from pathlib import Path
+from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy
+from harmonic_installer.proxy import ProxyConfig
+policy = DownloadPolicy(attempts=2, max_time_s=60.0, connect_timeout_s=5.0, read_timeout_s=30.0, stall_min_rate=0,
+    stall_window_s=60.0, backoff_max_s=0.1, free_space_margin_bytes=0, allow_unverified=False, keyring=None,
+    ca_file=None, sums_name="SHA256SUMS")
+with Downloader(policy, ProxyConfig(enabled=False, url=None, no_proxy=())) as dl:
+    art = dl.fetch(ArtifactSpec(url=sys.argv[1] + "/blob.bin", dest_dir=Path(sys.argv[2]), filename="blob.bin",
+                                sha256={digest!r}))
+print(art.sha256)
+{_ORIGIN_GUARD}"""
+    with serve(root) as web:
+        result = subprocess.run(
+            [python310, "-I", "-S", "-c", script, web.url, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == digest
+    assert (tmp_path / "blob.bin").read_bytes() == payload
 
 
 def test_build_refuses_compiled_extensions(tmp_path: Path) -> None:

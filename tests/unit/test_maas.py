@@ -214,7 +214,7 @@ def test_install_script_runs_the_verified_zipapp_and_marks_success(tmp_path: Pat
     assert (workdir / "succeeded").exists()
     args = (tmp_path / "python3.args").read_text().split()
     pyz = f"{workdir}/harmonic-install.pyz"
-    assert args == ["-I", pyz, "--server-url", "http://127.0.0.1:8080", "-p", "-v", "-i", "--no-reboot"]
+    assert args == ["-I", "-S", pyz, "--server-url", "http://127.0.0.1:8080", "-p", "-v", "-i", "--no-reboot"]
 
 
 def test_install_script_never_runs_a_zipapp_with_the_wrong_sha256(tmp_path: Path) -> None:

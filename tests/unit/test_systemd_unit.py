@@ -156,5 +156,5 @@ def test_unit_runs_the_packaged_zipapp_isolated() -> None:
     """ExecStart runs the .deb's pyz with the system python3 in isolated mode and plain (non-rich) output."""
     unit = _unit_sections(UNIT.read_text())
     argv = unit["Service"]["ExecStart"].split()
-    assert argv[:3] == ["/usr/bin/python3", "-I", "/usr/lib/harmonic-installer/harmonic-install.pyz"]
+    assert argv[:4] == ["/usr/bin/python3", "-I", "-S", "/usr/lib/harmonic-installer/harmonic-install.pyz"]
     assert "TYPER_USE_RICH=0" in unit["Service"]["Environment"].split()
