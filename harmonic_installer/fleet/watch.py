@@ -26,6 +26,7 @@ BAD = frozenset({"failed", "maas-failed"})
 IN_FLIGHT = frozenset({"deploying", "booted", "installing"})
 EVENTS_PAGE = 1000  # MAAS's maximum (events.py MAX_EVENT_LOG_COUNT)
 MAX_POLL_FAILURES = 5
+SETTLE_S = 60.0
 
 
 @dataclass(slots=True)
@@ -46,6 +47,8 @@ class MachineState:
     last_activity: float = 0.0  # monotonic
     before_silence: str = ""
     maas_error: str = ""
+    final_seen: bool = False  # the run's own FAIL line arrived (not only a step's)
+    failed_at: float = 0.0  # monotonic
 
     @property
     def system_id(self) -> str:
@@ -81,6 +84,8 @@ class Tracker:
     ) -> None:
         self.states = {s.system_id: s for s in states}
         self.silent_after_s = silent_after_s
+        # After a step's FAIL, wait this long for the run's FAIL line (MAAS may log the two in either order).
+        self.settle_s = min(SETTLE_S, silent_after_s)
         self._clock = clock
         self._wall = wall
 
@@ -151,6 +156,8 @@ class Tracker:
                 state.step = signal.step
             if signal.exit_code is not None:
                 cause += f" (exit {signal.exit_code})"
+            state.final_seen = state.final_seen or signal.final
+            state.failed_at = self._clock()
             self._finish(state, "failed", cause, _wall(event.created, self._wall()))
 
     def check_silence(self) -> None:
@@ -173,7 +180,11 @@ class Tracker:
     def done(self, ids: Iterable[str] | None = None) -> bool:
         """Every machine (or those given) has an outcome the watch can end on."""
         chosen = self.states.values() if ids is None else (self.states[i] for i in ids)
-        return all(s.outcome in DONE for s in chosen)
+        return all(s.outcome in DONE and not self._settling(s) for s in chosen)
+
+    def _settling(self, state: MachineState) -> bool:
+        """A failure known only from a step's FAIL, shortly ago: the run's line may still come."""
+        return state.outcome == "failed" and not state.final_seen and self._clock() - state.failed_at < self.settle_s
 
 
 def exit_code(states: Iterable[MachineState]) -> FleetExit:
