@@ -455,6 +455,9 @@ def _fleet(run: Callable[[], int]) -> None:
         for line in exc.message.splitlines():
             _say(f"harmonic-install fleet: {line}")
         raise typer.Exit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:  # before any deploy request (run_deploy/run_watch handle it afterwards)
+        _say("harmonic-install fleet: interrupted: nothing was changed in MAAS")
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 

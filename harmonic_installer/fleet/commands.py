@@ -6,6 +6,7 @@ cli.py turns flags into `Options` and calls these; everything that talks to MAAS
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +65,10 @@ def _client(connection: Connection, env: Env) -> tuple[MaasClient, str]:
 
 def _display(options: Options, env: Env) -> render.LiveTable | render.ChangeLines:
     live = options.live if options.live is not None else env.out.isatty()
-    return render.LiveTable(env.out, wall=env.wall) if live else render.ChangeLines(env.out, wall=env.wall)
+    if not live:
+        return render.ChangeLines(env.out, wall=env.wall)
+    # Lines are cut to the terminal's width: a wrapped line would break the redraw in place.
+    return render.LiveTable(env.out, wall=env.wall, width=max(shutil.get_terminal_size().columns - 1, 40))
 
 
 Display = render.LiveTable | render.ChangeLines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -276,8 +277,11 @@ def test_watch_tells_installed_failed_maas_failed_silent(
     assert not [r for r in api.requests if r[0] == "POST"]
 
 
-def test_watch_draws_a_live_table_on_a_terminal(api: MaasApi, capsys: pytest.CaptureFixture[str]) -> None:
-    """--live: a header with every column, redrawn in place (ANSI cursor movement)."""
+def test_watch_draws_a_live_table_on_a_terminal(
+    api: MaasApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--live: a header with every column, redrawn in place (ANSI cursor movement), cut to the terminal width."""
+    monkeypatch.setenv("COLUMNS", "200")
     api.machines = [ApiMachine("aaa111", "node-a", status_name="Deploying", timeline=install_success())]
     api.start_timeline("aaa111")
     assert fleet(api, "watch", "node-a", "--live", "--interval", "0.05") == 0
@@ -286,6 +290,12 @@ def test_watch_draws_a_live_table_on_a_terminal(api: MaasApi, capsys: pytest.Cap
     assert "DOWNLOAD  ELAPSED  RESULT" in out
     assert "\x1b[" in out
     assert "installed release-3.21.3.0-7+auto15" in out
+    monkeypatch.setenv("COLUMNS", "50")
+    api.machines[0].timeline, api.machines[0]._done = install_success(), 0
+    api.start_timeline("aaa111")
+    assert fleet(api, "watch", "node-a", "--live", "--interval", "0.05") == 0
+    table = re.sub(r"\x1b\[\d*[FJ]", "\n", capsys.readouterr().out.split("fleet: ")[0])
+    assert max(len(line) for line in table.splitlines()) <= 49
 
 
 def test_ctrl_c_stops_watching_and_changes_nothing(api: MaasApi, tmp_path: Path) -> None:
@@ -317,3 +327,53 @@ def test_ctrl_c_stops_watching_and_changes_nothing(api: MaasApi, tmp_path: Path)
     assert "interrupted: stopped watching; nothing was changed in MAAS" in out
     assert "Traceback" not in err
     assert {method for method, _ in api.requests} == {"GET"}
+
+
+def test_ctrl_c_during_a_deploy_starts_nothing_more(
+    api: MaasApi, user_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the canary installs: exit 130, no other machine deployed, the rest reported not-started."""
+    from harmonic_installer.fleet import commands, deploy, profile
+
+    api.machines = [ApiMachine(f"m{i}0000", f"node-{i}", tags=["rack1"], timeline=goes_silent(gap=5)) for i in range(3)]
+    connection, _ = profile.from_url(api.url, environ={"MAAS_API_KEY": api.api_key}, key_file=None)
+    calls = []
+
+    def sleep(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    env = commands.Env(sleep=sleep)
+    spec = deploy.DeploySpec(user_data=user_data.read_bytes())
+    options = commands.Options(tags=("rack1",), live=False)
+    assert commands.run_deploy(connection, options, spec, batch=2, env=env) == FleetExit.INTERRUPTED
+    assert api.deploys == ["m00000"]
+    out = capsys.readouterr().out
+    assert "node-1 (m10000): not-started: interrupted before its turn" in out
+    assert "interrupted: no more deployments started" in out
+
+
+def test_the_maas_cli_profile_is_used_by_the_cli(
+    api: MaasApi, user_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--profile with --maascli-db: the URL and key come from the profile (no environment needed)."""
+    from tests.unit.test_fleet_client import make_db
+
+    monkeypatch.delenv("MAAS_API_KEY")
+    db = make_db(tmp_path / "maascli.db", {"ops": {"credentials": api.api_key.split(":"), "url": api.url + "api/2.0/"}})
+    api.machines = [ApiMachine("aaa111", "node-a")]
+    argv = [
+        "fleet",
+        "deploy",
+        "node-a",
+        "--user-data",
+        str(user_data),
+        "--dry-run",
+        "--profile",
+        "ops",
+        "--maascli-db",
+        str(db),
+    ]
+    assert cli.main(argv) == 0
+    assert api.rejections == []
