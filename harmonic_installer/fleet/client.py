@@ -1,11 +1,12 @@
 """MAAS's REST API 2.0 as the MAAS CLI speaks it: OAuth 1.0 PLAINTEXT with the user's API key.
 
 Endpoints used (canonical/maas, src/maasserver/api/): `users/?op=whoami` (users.py, the check `maas login`
-makes: src/maascli/auth.py `check_valid_apikey`), `machines/` read with filters (nodes.py `NodesHandler.read`,
-filters from node_constraint_filter_forms.py `ReadNodesForm`), `machines/<id>/?op=deploy` (machines.py
-`MachineHandler.deploy`), `events/?op=query` (events.py), `tags/<name>/` (tags.py), `boot-resources/`
-(boot_resources.py). Errors: 401 from piston3's `send_oauth_error` ("Authorization Error: ..."), 400 from
-MAASAPIValidationError (a JSON object of field errors, or text), 409 NodeStateViolation, 404 text.
+makes: src/maascli/auth.py `check_valid_apikey`), `machines/` read with filters (nodes.py
+`NodesHandler.read`, filters from node_constraint_filter_forms.py `ReadNodesForm`), `machines/<id>/?op=deploy`
+(machines.py `MachineHandler.deploy`), `events/?op=query` (events.py), `tags/<name>/` (tags.py),
+`boot-resources/` (boot_resources.py), `maas/?op=get_config` (maas.py). Errors: 401 from piston3's
+`send_oauth_error` ("Authorization Error: ..."), 400 from MAASAPIValidationError (a JSON object of field
+errors, or text), 409 NodeStateViolation, 404 text.
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ class MaasClient:
     def tag(self, name: str) -> dict[str, Any]:
         """One tag (name, definition, comment, kernel_opts); NotFound when there is none."""
         return self._dict(self.get(f"tags/{quote(name, safe='')}/", []))
+
+    def config(self, name: str) -> Any:
+        """A MAAS setting (`maas get-config`: api/maas.py `get_config`), e.g. the global kernel_opts."""
+        return self.get("maas/", [("op", "get_config"), ("name", name)])
 
     def boot_resources(self) -> list[dict[str, Any]]:
         """Every boot resource (synced and uploaded images)."""

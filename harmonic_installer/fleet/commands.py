@@ -122,9 +122,11 @@ def run_deploy(
             raise FleetError(f"--canary {canary!r} is not among the chosen machines", FleetExit.USAGE)
         machines = [first[0], *(m for m in machines if m is not first[0])]
     problems = deploying.validate(client, machines, spec, user)
+    options_by_machine = deploying.kernel_options(client, machines) if spec.image else None
+    if options_by_machine is not None and spec.user_data is None:
+        problems += deploying.image_problems(machines, options_by_machine)
     if problems:
         raise FleetError("\n".join([*problems, "nothing deployed"]), FleetExit.REFUSED)
-    options_by_machine = deploying.kernel_options(client, machines) if spec.image else None
     if dry_run:
         for line in deploying.plan_lines(machines, spec, batch=batch, options=options_by_machine):
             env.out.write(line + "\n")

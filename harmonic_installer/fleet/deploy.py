@@ -55,12 +55,16 @@ def check_user_data(data: bytes) -> bytes:
     return data
 
 
+INSTALL_OPTION = "harmonic.install=1"  # the baked unit runs only with it (systemd/harmonic-installer.service)
+
+
 def kernel_options(client: MaasClient, machines: Sequence[Machine]) -> dict[str, str]:
-    """The kernel options MAAS will boot each machine with from its tags (name order, joined by spaces)."""
+    """The kernel options MAAS boots each machine with: the global kernel_opts, then its tags' (name order)."""
     cache: dict[str, str] = {}
     result: dict[str, str] = {}
+    default = client.config("kernel_opts")
     for machine in machines:
-        options = []
+        options = [default] if isinstance(default, str) and default else []
         for tag in sorted(machine.tags):
             if tag not in cache:
                 try:
@@ -85,6 +89,16 @@ def validate(client: MaasClient, machines: Sequence[Machine], spec: DeploySpec, 
                 f"MAAS has no image {wanted!r} (boot-resources): import it first (harmonic-install maas-import-command)"
             )
     return problems
+
+
+def image_problems(machines: Sequence[Machine], options: dict[str, str]) -> list[str]:
+    """Machines a custom-image deploy would leave idle: no `harmonic.install=1` in their kernel options."""
+    return [
+        f"{m.name}: its kernel options have no {INSTALL_OPTION}, so the baked unit would not run "
+        f"(add it to a tag's kernel_opts: maas <profile> tag update <tag> kernel_opts='{INSTALL_OPTION} ...')"
+        for m in machines
+        if INSTALL_OPTION not in options.get(m.system_id, "").split()
+    ]
 
 
 def plan_lines(

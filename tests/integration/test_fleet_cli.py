@@ -35,7 +35,7 @@ FAST = ["--interval", "0.05", "--silent-after", "1.5", "--lines"]
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[MaasApi]:
     """A stand-in MAAS; its key in $MAAS_API_KEY (never on the command line)."""
-    server = MaasApi(tags={"rack1": "harmonic.disk.serial=S1 harmonic.server.url=http://10.0.0.5:8080", "rack2": ""})
+    server = MaasApi(tags={"rack1": "harmonic.install=1 harmonic.disk.serial=S1", "rack2": "", "plain": "quiet"})
     server.start()
     monkeypatch.setenv("MAAS_API_KEY", server.api_key)
     yield server
@@ -194,6 +194,7 @@ def test_the_key_is_never_taken_from_argv(api: MaasApi, user_data: Path, monkeyp
 
 def test_dry_run_validates_and_deploys_nothing(api: MaasApi, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run with --image: the plan with each machine's kernel options from its tags; no deploy call."""
+    api.config["kernel_opts"] = "console=ttyS0"
     api.machines = [
         ApiMachine("aaa111", "node-a", tags=["rack1"]),
         ApiMachine("bbb222", "node-b", tags=["rack1", "rack2"]),
@@ -203,7 +204,7 @@ def test_dry_run_validates_and_deploys_nothing(api: MaasApi, capsys: pytest.Capt
     assert api.deploys == []
     assert "would deploy 2 machines: custom image harmonic-installer in memory" in out
     assert "node-a (aaa111)  [Ready; pool default; zone default]  canary" in out
-    assert out.count("kernel options from tags: harmonic.disk.serial=S1 harmonic.server.url=http://10.0.0.5:8080") == 2
+    assert out.count("kernel options from tags: console=ttyS0 harmonic.install=1 harmonic.disk.serial=S1") == 2
     assert "dry run: nothing deployed" in out
     assert not [r for r in api.requests if r[0] == "POST"]
 
@@ -218,9 +219,19 @@ def test_an_image_maas_does_not_have_is_refused_before_any_deploy(
     assert api.machine("aaa111").status_name == "Ready"
 
 
+def test_an_image_deploy_without_harmonic_install_1_is_refused(
+    api: MaasApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--image on a machine whose tags lack harmonic.install=1: the baked unit would idle, so exit 12."""
+    api.machines = [ApiMachine("aaa111", "node-a", tags=["plain"])]
+    assert fleet(api, "deploy", "node-a", "--image", "harmonic-installer") == FleetExit.REFUSED
+    assert "node-a (aaa111): its kernel options have no harmonic.install=1" in capsys.readouterr().err
+    assert api.deploys == []
+
+
 def test_image_deploy_sends_the_image_name(api: MaasApi) -> None:
     """--image deploys in memory with distro_series set to the image's name (as `maas ... deploy` takes it)."""
-    api.machines = [ApiMachine("aaa111", "node-a", timeline=install_success())]
+    api.machines = [ApiMachine("aaa111", "node-a", tags=["rack1"], timeline=install_success())]
     assert fleet(api, "deploy", "node-a", "--image", "custom/harmonic-installer", *FAST) == 0
     params = api.machine("aaa111").deploy_params
     assert (params["distro_series"], params["ephemeral_deploy"]) == ("harmonic-installer", "true")

@@ -23,7 +23,8 @@ Built from canonical/maas (trunk after 3.8; the same in 3.5 for what is used her
   paging exactly as MAAS pages (newest first; `after` takes the oldest `limit` newer events), both: 400.
   Events: {username, node, hostname, id, level, created "%a, %d %b. %Y %H:%M:%S", type, description}.
 - `GET tags/<name>/` (api/tags.py): {name, definition, comment, kernel_opts, resource_uri}; 404 "No Tag
-  matches the given query."; `GET boot-resources/` (api/boot_resources.py `boot_resource_to_dict`).
+  matches the given query."; `GET boot-resources/` (api/boot_resources.py `boot_resource_to_dict`);
+  `GET maas/?op=get_config&name=...` (api/maas.py: the value as JSON, e.g. the global kernel_opts string).
 - `POST /MAAS/metadata/status/<system_id>` (src/metadataserver/api_twisted.py `_processMessage`, api.py
   `add_event_to_node_event_log`): only `start` events and results FAIL/FAILURE are logged, as
   "'<origin>' <description>": while Deploying "Node installation" (DEBUG) / "Node installation failure"
@@ -224,6 +225,7 @@ class MaasApi:
     zones: set[str] = field(default_factory=lambda: {"default"})
     images: list[str] = field(default_factory=lambda: ["custom/harmonic-installer"])
     skew_s: float = 0.0
+    config: dict[str, Any] = field(default_factory=lambda: {"kernel_opts": ""})  # maas get-config values
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path?query)
     deploys: list[str] = field(default_factory=list)  # system_ids, in order
@@ -271,6 +273,27 @@ class MaasApi:
         """The MAAS URL as an operator gives it."""
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}/MAAS/"
+
+    @property
+    def port(self) -> int:
+        """The loopback port it listens on."""
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def kernel_params(self, system_id: str, host_port: str) -> list[str]:
+        """`harmonic.maas.*` parameters pointing a machine's installer at this server's status endpoint.
+
+        `host_port` is how the machine reaches this server (e.g. a VM's forwarded address). The machine's
+        token key (MAAS identifies the node by it) is set here if it has none.
+        """
+        node = self.machine(system_id)
+        node.token_key = node.token_key or f"node-{system_id}-token"
+        return [
+            f"harmonic.maas.endpoint=http://{host_port}/MAAS/metadata/status/{system_id}",
+            f"harmonic.maas.consumer_key=node-{system_id}-consumer",
+            f"harmonic.maas.token_key={node.token_key}",
+            "harmonic.maas.token_secret=node-secret",
+        ]
 
     @property
     def api_key(self) -> str:
@@ -468,6 +491,9 @@ class MaasApi:
                         "resource_uri": f"{API}tags/{name}/",
                     },
                 )
+        elif method == "GET" and path == "maas/" and op == "get_config":
+            name = (query.get("name") or [""])[0]
+            self._answer(req, 200, self.config.get(name))
         elif method == "GET" and path == "boot-resources/":
             items = [
                 {
