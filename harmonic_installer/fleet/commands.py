@@ -191,11 +191,13 @@ def run_watch(connection: Connection, options: Options, *, env: Env | None = Non
     display = _display(options, env)
     tick = _loop(poller, tracker, display, options, env)
     try:
+        poller.poll()
+        tracker.date_activity()  # a machine quiet for hours before the watch began is silent now
         while True:
-            poller.poll()
             if tracker.done():
                 break
             tick()
+            poller.poll()
     except KeyboardInterrupt:
         _finish(states, options, env, display, "interrupted: stopped watching; nothing was changed in MAAS")
         return int(FleetExit.INTERRUPTED)

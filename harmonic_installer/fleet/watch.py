@@ -18,7 +18,7 @@ from typing import Any
 
 from harmonic_installer.fleet.client import MaasClient
 from harmonic_installer.fleet.errors import FleetError, FleetExit
-from harmonic_installer.fleet.events import Event, classify
+from harmonic_installer.fleet.events import Event, Signal, classify
 from harmonic_installer.fleet.selection import Machine
 
 DONE = frozenset({"installed", "failed", "maas-failed", "silent", "not-deployed", "not-started"})
@@ -48,6 +48,7 @@ class MachineState:
     before_silence: str = ""
     maas_error: str = ""
     final_seen: bool = False  # the run's own FAIL line arrived (not only a step's)
+    last_event_wall: float | None = None  # MAAS's time of the newest event seen
     failed_at: float = 0.0  # monotonic
 
     @property
@@ -126,12 +127,14 @@ class Tracker:
         if state is None or event.id <= state.baseline:
             return
         state.last_activity = self._clock()
+        if event.created is not None:
+            state.last_event_wall = max(state.last_event_wall or 0.0, event.created.timestamp())
         self._wake(state)
         signal = classify(event)
-        if signal is None:
+        if signal is None:  # MAAS's own: when the deployment started, and its errors (power, PXE)
             if event.type == "Deploying":
                 state.started = _wall(event.created, state.started or self._wall())
-            if event.failure:
+            elif event.failure:
                 state.maas_error = f"{event.type}: {event.description}".rstrip(": ")
             return
         if signal.kind == "started":
@@ -148,17 +151,32 @@ class Tracker:
             state.step, state.percent = "done", None
             self._finish(state, "installed", "", _wall(event.created, self._wall()))
         elif signal.kind == "failed":
-            if state.outcome == "failed" and not signal.final:
-                return
-            cause = signal.text
-            if signal.final and signal.step:
-                cause = f"at step {signal.step}: {cause}"
-                state.step = signal.step
-            if signal.exit_code is not None:
-                cause += f" (exit {signal.exit_code})"
-            state.final_seen = state.final_seen or signal.final
-            state.failed_at = self._clock()
-            self._finish(state, "failed", cause, _wall(event.created, self._wall()))
+            self._failed(state, signal, event)
+
+    def _failed(self, state: MachineState, signal: Signal, event: Event) -> None:
+        """Our FAIL: the step's cause first; the run's line (step, cause, exit code) wins when it comes."""
+        if state.outcome == "failed" and not signal.final:
+            return
+        cause = signal.text
+        if signal.final and signal.step:
+            cause = f"at step {signal.step}: {cause}"
+            state.step = signal.step
+        if signal.exit_code is not None:
+            cause += f" (exit {signal.exit_code})"
+        state.final_seen = state.final_seen or signal.final
+        state.failed_at = self._clock()
+        self._finish(state, "failed", cause, _wall(event.created, self._wall()))
+
+    def date_activity(self) -> None:
+        """After replaying a machine's past events: its silence started at its newest event, not at our start.
+
+        Compares MAAS's event times with this machine's clock (both UTC; keep them in sync with NTP).
+        """
+        now, now_wall = self._clock(), self._wall()
+        for state in self.states.values():
+            if state.outcome in IN_FLIGHT and state.last_event_wall is not None:
+                state.last_activity = min(state.last_activity, now - max(now_wall - state.last_event_wall, 0.0))
+        self.check_silence()
 
     def check_silence(self) -> None:
         """Mark machines that have been in flight without a word for too long."""

@@ -388,3 +388,22 @@ def test_the_maas_cli_profile_is_used_by_the_cli(
     ]
     assert cli.main(argv) == 0
     assert api.rejections == []
+
+
+def test_a_machine_quiet_for_hours_before_the_watch_is_silent_at_once(
+    api: MaasApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Silence counts from the newest event's time in MAAS, not from the watch's start: exit 14 right away."""
+    node = ApiMachine("aaa111", "node-a", status_name="Deployed")
+    api.machines = [node]
+    api.add_event(node, "Deploying", "INFO", "")
+    api.add_event(node, "Node status event", "DEBUG", "'harmonic-installer' install the vendor packages with dpkg")
+    two_hours_ago = time.time() - 7200
+    for event in api.events:
+        event["created"] = time.strftime("%a, %d %b. %Y %H:%M:%S", time.gmtime(two_hours_ago))
+    started = time.monotonic()
+    assert fleet(api, "watch", "node-a", "--silent-after", "600", "--lines", "--interval", "0.05") == FleetExit.SILENT
+    assert time.monotonic() - started < 10
+    assert re.search(
+        r"node-a \(aaa111\): silent: no event and no status change for 720[0-2] s", capsys.readouterr().out
+    )
