@@ -6,6 +6,8 @@ signed with OAuth 1.0 PLAINTEXT. Events nest under one parent activity:
     harmonic-installer                     start ... finish SUCCESS | WARN | FAIL (+ the log tail on failure)
       harmonic-installer/<step>            start, finish SUCCESS | FAIL, for each step plan.py runs
         harmonic-installer/download/<file> repeated `start` events carrying download progress, one finish
+      harmonic-installer/installed         start + finish SUCCESS "Harmonic cOS <release> installed on <disk>"
+                                           (last, on success only: the one success MAAS logs for a Deployed node)
 
 MAAS puts `start` events and failed events in the machine's event log, and a top-level FAIL marks a
 deploying machine failed. Reporting never blocks or fails the install: events go through a bounded queue
@@ -44,6 +46,7 @@ log = structlog.get_logger()
 
 ORIGIN = "harmonic-installer"
 PARENT = "harmonic-installer"
+INSTALLED_NAME = f"{PARENT}/installed"  # a start event MAAS logs: the install succeeded (its description)
 LOG_FILE_NAME = "harmonic-installer.log"
 
 _RESULTS = {"ok": "SUCCESS", "skipped": "SUCCESS", "failed": "FAIL"}
@@ -257,6 +260,10 @@ class Reporter:
         if report.outcome == "installed":
             result = "SUCCESS"
             text = f"Harmonic cOS {report.release or ''} installed on {report.disk or 'the target disk'}"
+            # MAAS logs no successful `finish` of a Deployed machine, only `start`s: the outcome as a start of
+            # its own (INSTALLED_NAME) is what `harmonic-install fleet watch` reads (docs/maas-reporting.md).
+            self._submit(self._event("start", INSTALLED_NAME, text), important=True)
+            self._submit(self._event("finish", INSTALLED_NAME, text, result))
         elif report.outcome == "not-a-target":
             result, text = "WARN", f"not a target host, nothing done: {report.error or ''}"
         else:

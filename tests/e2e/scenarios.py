@@ -31,6 +31,7 @@ from typing import Literal
 from tests.e2e import vm
 from tests.e2e.proxy import Proxy, tinyproxy
 from tests.support import standin
+from tests.support.maas_api import MaasApi
 from tests.support.maas_server import MaasServer, running
 from tests.support.nginx import Nginx, serve
 
@@ -210,8 +211,13 @@ def run_scenario(
     build: InstallerBuild,
     web: standin.WebRoot,
     timeout: float = TIMEOUT_S,
+    rest_maas: tuple[MaasApi, str] | None = None,
 ) -> ScenarioResult:
-    """Boot the guest for one scenario and return what the host saw."""
+    """Boot the guest for one scenario and return what the host saw.
+
+    With `rest_maas` (a stand-in MAAS REST API and the machine's system_id) the installer reports to that
+    server's status endpoint instead, so its events reach the REST API's event log (`result.maas` stays empty).
+    """
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     baked = scenario.kind == "baked"
@@ -229,10 +235,15 @@ def run_scenario(
             forwards=[
                 vm.Forward(vm.WEB_IP, 80, direct.port),
                 vm.Forward(vm.PROXY_IP, PROXY_PORT, proxy.port),
-                vm.Forward(MAAS_IP, MAAS_PORT, maas.port),
+                vm.Forward(MAAS_IP, MAAS_PORT, rest_maas[0].port if rest_maas else maas.port),
             ],
             # MAAS gives the ephemeral OS its reporting endpoint; here it comes as harmonic.maas.* parameters.
-            cmdline=kernel_cmdline(server_url, baked=baked) + maas.kernel_params(maas.endpoint(MAAS_HOST_PORT)),
+            cmdline=kernel_cmdline(server_url, baked=baked)
+            + (
+                rest_maas[0].kernel_params(rest_maas[1], MAAS_HOST_PORT)
+                if rest_maas
+                else maas.kernel_params(maas.endpoint(MAAS_HOST_PORT))
+            ),
             seed=seed,
         )
         t1 = time.monotonic()

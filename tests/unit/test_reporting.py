@@ -89,7 +89,7 @@ def test_steps_become_nested_signed_events(maas: MaasServer) -> None:
     rep.step_finished("packages", "skipped", "already installed: ostree-upgrade 2.0.41")
     rep.run_finished(report(release=RELEASE, disk="/dev/sda"))
     stats = rep.close()
-    assert stats == reporting.Stats(submitted=6, sent=6, dropped=0)
+    assert stats == reporting.Stats(submitted=8, sent=8, dropped=0)
     assert maas.rejections == []
     assert maas.names() == [
         ("start", PARENT, None),
@@ -97,6 +97,8 @@ def test_steps_become_nested_signed_events(maas: MaasServer) -> None:
         ("finish", f"{PARENT}/preflight", "SUCCESS"),
         ("start", f"{PARENT}/packages", None),
         ("finish", f"{PARENT}/packages", "SUCCESS"),
+        ("start", f"{PARENT}/installed", None),
+        ("finish", f"{PARENT}/installed", "SUCCESS"),
         ("finish", PARENT, "SUCCESS"),
     ]
     maas.assert_well_formed()
@@ -183,7 +185,7 @@ def test_clock_skew_is_corrected_after_401(maas: MaasServer) -> None:
         rep.step_finished("preflight", "ok", "fine")
         rep.run_finished(report())
         stats = rep.close()
-    assert stats.sent == 4
+    assert stats.sent == 6
     assert stats.dropped == 0
     assert [r.status for r in maas.rejections] == [401]
     assert "off the server clock" in maas.rejections[0].reason
@@ -233,13 +235,13 @@ def test_server_errors_are_dropped_counted_and_logged(maas: MaasServer) -> None:
         rep.run_finished(report())
         stats = rep.close()
     assert stats.sent == 0
-    assert stats.dropped == stats.submitted == 4
+    assert stats.dropped == stats.submitted == 6
     dropped = [e for e in logs if e["event"] == "report.dropped"]
     assert dropped
     assert dropped[0]["log_level"] == "warning"
     assert dropped[0]["reason"] == "HTTP 500"
     summary = [e for e in logs if e["event"] == "report.summary"]
-    assert summary == [{**summary[0], "sent": 0, "dropped": 4, "log_level": "warning"}]
+    assert summary == [{**summary[0], "sent": 0, "dropped": 6, "log_level": "warning"}]
 
 
 def test_maas_down_is_fast() -> None:
@@ -268,7 +270,7 @@ def test_slow_maas_never_holds_the_run_beyond_the_flush_timeout(maas: MaasServer
     stats = rep.close()
     assert time.monotonic() - started < 1.6
     assert stats.sent == 0
-    assert stats.dropped == stats.submitted == 14
+    assert stats.dropped == stats.submitted == 16
 
 
 def test_closed_reporter_ignores_late_events(maas: MaasServer) -> None:
@@ -366,7 +368,32 @@ def test_plan_run_reports_every_step_to_maas(maas: MaasServer, site: Site, tmp_p
     assert result.exit_code == 0, result.error
     maas.assert_well_formed()
     steps = [name for kind, name, _ in maas.names() if kind == "start" and name.count("/") == 1]
-    assert steps == [f"{PARENT}/{s}" for s in plan.STEPS]
+    assert steps == [f"{PARENT}/{s}" for s in (*plan.STEPS, "installed")]
+
+
+def test_success_is_a_start_event_maas_logs_for_a_deployed_node(maas: MaasServer) -> None:
+    """On success the last start (the only kind MAAS logs at DEBUG for a Deployed node) says what was installed."""
+    rep = reporter_for(maas)
+    rep.step_started("write", "write the ISO to /dev/sda with ostree-production")
+    rep.step_finished("write", "ok", "written")
+    rep.run_finished(report(release=RELEASE, disk="/dev/sda"))
+    rep.close()
+    starts = [e for e in maas.received() if e["event_type"] == "start"]
+    assert (starts[-1]["name"], starts[-1]["description"]) == (
+        reporting.INSTALLED_NAME,
+        f"Harmonic cOS {RELEASE} installed on /dev/sda",
+    )
+    maas.assert_well_formed()
+
+
+def test_a_failed_run_sends_no_installed_event(maas: MaasServer) -> None:
+    """Only an installed outcome produces the installed start event."""
+    rep = reporter_for(maas)
+    rep.step_started("write", "write the ISO to /dev/sda with ostree-production")
+    rep.step_finished("write", "failed", "ostree-production exited 1")
+    rep.run_finished(report("failed", exit_code=6, error="ostree-production exited 1", failed_step="write"))
+    rep.close()
+    assert reporting.INSTALLED_NAME not in {name for _, name, _ in maas.names()}
 
 
 def test_not_a_target_is_a_warning_not_a_failure(maas: MaasServer, site: Site, tmp_path: Path) -> None:  # noqa: F811
