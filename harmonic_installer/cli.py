@@ -16,8 +16,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Optional
 
-os.environ.setdefault("TYPER_USE_RICH", "0")  # plain help text on a serial console; read at typer import
-
 import typer
 
 from harmonic_installer import __version__, config, maas
@@ -418,6 +416,18 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def _interrupted_behind(exc: BaseException) -> Interrupted | None:
+    """The Interrupted that typer's `Exit(130)` (or any exception on the way) was raised from, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def main(argv: list[str] | None = None, *, deps_factory: DepsFactory | None = None) -> int:
     """Entry point: parse, run, return the exit code (never a traceback for the operator)."""
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -428,6 +438,10 @@ def main(argv: list[str] | None = None, *, deps_factory: DepsFactory | None = No
             obj={"deps_factory": deps_factory},
         )
     except SystemExit as exc:
+        interrupted = _interrupted_behind(exc)
+        if interrupted is not None:  # typer turns any KeyboardInterrupt into exit 130: keep the signal's own code
+            _say(f"harmonic-install: {interrupted.message}")
+            return int(interrupted.exit_code)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else int(ExitCode.USAGE))
     except Interrupted as exc:
