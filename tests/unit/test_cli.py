@@ -228,9 +228,8 @@ def test_help_is_plain_text_without_typer_use_rich() -> None:
     import sys
 
     env = {"PATH": "/usr/bin:/bin", "HARMONIC_CMDLINE_FILE": "/dev/null", "COLUMNS": "100"}
-    result = subprocess.run(
-        [sys.executable, "-m", "harmonic_installer", "-h"], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    argv = [sys.executable, "-m", "harmonic_installer", "-h"]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0
     assert "Exit codes" in result.stdout
     assert not set("╭╮╰╯│─") & set(result.stdout)
