@@ -35,7 +35,7 @@ import httpx
 import structlog
 import tenacity
 
-from harmonic_installer import __version__
+from harmonic_installer import __version__, tls
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
 from harmonic_installer.proxy import ProxyConfig
@@ -888,8 +888,7 @@ class Downloader:
         client = self._clients.get(proxy)
         if client is None:
             if self._ssl is None:
-                cafile = str(self._policy.ca_file) if self._policy.ca_file else None
-                self._ssl = ssl.create_default_context(cafile=cafile)
+                self._ssl = tls.client_context(self._policy.ca_file)
             p = self._policy
             client = httpx.Client(
                 trust_env=False,
