@@ -130,4 +130,4 @@ def test_corrupted_iso_writes_nothing_and_does_not_reboot(
     assert "files" not in final
     assert r.maas.rolled_back == []
     assert "step.failed" in str(final.get("description")), final
-    assert any(level == "ERROR" and "exit 4" in text for level, _, text in r.maas.event_log()), r.maas.event_log()
+    assert any(level == "ERROR" and "exit 4" in text for level, _, _, text in r.maas.event_log()), r.maas.event_log()

@@ -209,22 +209,23 @@ class MaasServer:
         """Every attached file MAAS kept, by path, decoded (none for an in-memory deploy: those roll back)."""
         return {f["path"]: base64.b64decode(f["content"]) for e in self.received() for f in e.get("files", [])}
 
-    def event_log(self) -> list[tuple[str, str, str]]:
-        """(level, type, description) of what MAAS's event log shows for a Deployed machine, in order.
+    def event_log(self) -> list[tuple[str, str, str, str]]:
+        """(level, type, action, description) of what MAAS's event log shows for a Deployed machine, in order.
 
-        As MAAS's status worker: a `start` is a "Node status event" at DEBUG, a `finish` with result exactly
-        FAIL a "Node post-installation failure" at ERROR ("FAILURE" a DEBUG status event); successful
-        finishes and `progress` events are not logged at all.
+        As MAAS's status worker and `add_event_to_node_event_log`: a `start` is a "Node status event" at DEBUG,
+        a `finish` with result exactly FAIL a "Node post-installation failure" at ERROR ("FAILURE" a DEBUG
+        status event); successful finishes and `progress` events are not logged at all. The action is the
+        event's name; the description is "'<origin>' <description>".
         """
         shown = []
         for e in self.received():
-            text = f"'{e['name']}' {e['description']}"
+            text = f"'{e['origin']}' {e['description']}"
             if e["event_type"] == "start":
-                shown.append(("DEBUG", "Node status event", text))
+                shown.append(("DEBUG", "Node status event", e["name"], text))
             elif e["event_type"] == "finish" and e.get("result") == "FAIL":
-                shown.append(("ERROR", "Node post-installation failure", text))
+                shown.append(("ERROR", "Node post-installation failure", e["name"], text))
             elif e["event_type"] == "finish" and e.get("result") == "FAILURE":
-                shown.append(("DEBUG", "Node status event", text))
+                shown.append(("DEBUG", "Node status event", e["name"], text))
         return shown
 
     def assert_well_formed(self, parent: str = "harmonic-installer") -> None:

@@ -138,14 +138,14 @@ def test_the_failure_reaches_the_operators_event_log_of_an_in_memory_deploy(maas
     rep.step_finished("packages", "failed", "dpkg could not install ostree-upgrade")
     rep.run_finished(report("failed", exit_code=5, error="dpkg could not install", failed_step="packages"))
     rep.close()
-    errors = [text for level, _, text in maas.event_log() if level == "ERROR"]
-    assert len(errors) == 2  # the step's FAIL and the parent's FAIL
-    assert errors[-1].startswith("'harmonic-installer' FAILED at step packages: dpkg could not install (exit 5)")
-    assert "E: dpkg was interrupted" in errors[-1]
-    debug = [text for level, _, text in maas.event_log() if level == "DEBUG"]
+    errors = [(action, text) for level, _, action, text in maas.event_log() if level == "ERROR"]
+    assert [action for action, _ in errors] == [f"{PARENT}/packages", PARENT]  # the step's FAIL, then the run's
+    assert errors[-1][1].startswith("'harmonic-installer' FAILED at step packages: dpkg could not install (exit 5)")
+    assert "E: dpkg was interrupted" in errors[-1][1]
+    debug = [(action, text) for level, _, action, text in maas.event_log() if level == "DEBUG"]
     assert debug == [
-        "'harmonic-installer' harmonic-install " + __version__ + ": installing Harmonic cOS",
-        "'harmonic-installer/packages' install the vendor packages with dpkg",
+        (PARENT, f"'harmonic-installer' harmonic-install {__version__}: installing Harmonic cOS"),
+        (f"{PARENT}/packages", "'harmonic-installer' install the vendor packages with dpkg"),
     ]
 
 
