@@ -104,6 +104,8 @@ class VerifiedArtifact:
     reused: bool
     bytes_transferred: int
     release: str | None = None
+    # (st_dev, st_ino, st_size, st_mtime_ns) of the file when it was verified: the writer confirms it is unchanged.
+    identity: tuple[int, int, int, int] | None = field(default=None, compare=False, kw_only=True)
     _seal: object = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -515,6 +517,7 @@ class Downloader:
             _fsync_dir(path.parent)
             _discard(t.meta)
         release_match = _RELEASE.match(path.name)
+        st = os.stat(path, follow_symlinks=False)
         artifact = VerifiedArtifact(
             path=path,
             url=t.spec.url,
@@ -524,6 +527,7 @@ class Downloader:
             reused=reused,
             bytes_transferred=t.transferred,
             release=release_match.group(1) if release_match else None,
+            identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
             _seal=_SEAL,
         )
         if not reused:

@@ -179,6 +179,42 @@ def check_disk(disk: DiskInfo, *, allow_removable: bool) -> None:
         raise PreflightError(f"{disk.path} reports a size of 0 bytes (no medium?)")
 
 
+def recheck_disk(settings: Settings, probe: DiskProbe, before: DiskInfo, image_size: int) -> DiskInfo:
+    """The disk looked up again right before the write, with every disk check repeated.
+
+    Preflight may be an hour old, and the vendor packages' maintainer scripts have run as root since: the disk
+    must still be the same device (path, size, serial, WWN), still unused and writable, and still big enough.
+
+    Raises:
+        PreflightError: the disk vanished, is another device now, or fails a check (exit 3; nothing written).
+    """
+    try:
+        disk, _ = select_disk(settings, probe)
+    except NotATargetHost:
+        raise PreflightError(f"right before the write: {before.path} is gone; nothing written") from None
+    except PreflightError as exc:
+        raise PreflightError(f"right before the write: {exc.message}; nothing written") from None
+    same = (disk.path, disk.size_bytes, disk.serial, disk.wwn, disk.devtype) == (
+        before.path,
+        before.size_bytes,
+        before.serial,
+        before.wwn,
+        before.devtype,
+    )
+    if not same:
+        raise PreflightError(
+            f"right before the write: the target disk changed since preflight (was {before.describe()}, "
+            f"now {disk.describe()}); nothing written"
+        )
+    try:
+        check_disk(disk, allow_removable=settings.allow_removable)
+        check_image_fits(disk, image_size)
+    except PreflightError as exc:
+        raise PreflightError(f"right before the write: {exc.message}; nothing written") from None
+    log.info("preflight.disk_rechecked", disk=disk.describe())
+    return disk
+
+
 def check_image_fits(disk: DiskInfo, image_size: int) -> None:
     """Refuse a disk smaller than the image (checked once the ISO's size is known)."""
     if disk.size_bytes < image_size:
