@@ -16,8 +16,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Optional
 
-os.environ.setdefault("TYPER_USE_RICH", "0")  # plain help text on a serial console; read at typer import
-
 import typer
 
 from harmonic_installer import __version__, config, maas
@@ -352,11 +350,10 @@ def user_data_command(
     ),
     ssh_key: list[str] = typer.Option([], "--ssh-key", help="SSH public key for the ubuntu user (repeatable)."),
     ssh_key_file: list[Path] = typer.Option([], "--ssh-key-file", help="File of SSH public keys (repeatable)."),
-    insecure_root_password: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--insecure-root-password", help="INSECURE: allow root SSH login with this password (stored hashed)."
-    ),
     insecure_root_password_hash: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--insecure-root-password-hash", help="INSECURE: as above, with a crypt hash (openssl passwd -6)."
+        None,
+        "--insecure-root-password-hash",
+        help="INSECURE: allow root SSH login with the password of this crypt hash (make one with `openssl passwd -6`).",
     ),
 ) -> None:
     """Print cloud-init user-data for a MAAS ephemeral deploy: fetch, verify and run the pyz; reboot on success."""
@@ -367,8 +364,6 @@ def user_data_command(
             raise ConfigError("user-data needs --server-url (the web server the target downloads from)")
         if (pyz is None) == (pyz_sha256 is None):
             raise ConfigError("pass exactly one of --pyz FILE or --pyz-sha256 HEX: the pyz is never run unverified")
-        if insecure_root_password is not None and insecure_root_password_hash is not None:
-            raise ConfigError("pass --insecure-root-password or --insecure-root-password-hash, not both")
         keys = list(ssh_key)
         for path in ssh_key_file:
             text = _read(path, "SSH key file").decode("utf-8", "replace")
@@ -376,16 +371,13 @@ def user_data_command(
         args = ["-p"] if proxy else []
         args += [f"--disk={disk}"] if disk else []
         args += [f"--iso-sha256={iso_sha256}"] if iso_sha256 else []
-        root_hash = insecure_root_password_hash
-        if insecure_root_password is not None:
-            root_hash = maas.sha512_crypt(insecure_root_password)
         spec = maas.UserDataSpec(
             server_url=url,
             pyz_sha256=maas.sha256_file(pyz) if pyz is not None else str(pyz_sha256),
             pyz_url=pyz_url,
             installer_args=(*args, *installer_arg),
             ssh_keys=tuple(keys),
-            root_password_hash=root_hash,
+            root_password_hash=insecure_root_password_hash,
         )
         return maas.render_user_data(spec)
 
@@ -582,6 +574,18 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def _interrupted_behind(exc: BaseException) -> Interrupted | None:
+    """The Interrupted that typer's `Exit(130)` (or any exception on the way) was raised from, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def main(argv: list[str] | None = None, *, deps_factory: DepsFactory | None = None) -> int:
     """Entry point: parse, run, return the exit code (never a traceback for the operator)."""
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -592,6 +596,10 @@ def main(argv: list[str] | None = None, *, deps_factory: DepsFactory | None = No
             obj={"deps_factory": deps_factory},
         )
     except SystemExit as exc:
+        interrupted = _interrupted_behind(exc)
+        if interrupted is not None:  # typer turns any KeyboardInterrupt into exit 130: keep the signal's own code
+            _say(f"harmonic-install: {interrupted.message}")
+            return int(interrupted.exit_code)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else int(ExitCode.USAGE))
     except Interrupted as exc:

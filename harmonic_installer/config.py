@@ -315,6 +315,12 @@ _KEYS: dict[str, _Key] = {
     "packages.timeout_s": _Key("dpkg_timeout_s", _as_float(1), 900.0, "time limit for dpkg"),
     "reboot.enabled": _Key("reboot_enabled", _as_bool, True, "reboot after a successful install"),
     "reboot.command": _Key("reboot_command", _as_argv, ("systemctl", "reboot"), "command that reboots"),
+    "run.time_limit_s": _Key(
+        "run_time_limit_s",
+        _as_float(0),
+        0.0,
+        "the run's outer time limit (the unit sets its TimeoutStartSec); the budgets must fit in it (0: none)",
+    ),
     "maas.enabled": _Key(
         "maas_enabled", _as_auto_bool, "auto", "report progress to MAAS: auto (when configured or found), true, false"
     ),
@@ -392,6 +398,7 @@ class Settings:
     dpkg_timeout_s: float
     reboot_enabled: bool
     reboot_command: tuple[str, ...]
+    run_time_limit_s: float
     maas_enabled: str
     maas_endpoint: str | None
     maas_consumer_key: str | None

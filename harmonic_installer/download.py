@@ -19,6 +19,7 @@ import random
 import re
 import shutil
 import ssl
+import stat
 import sys
 import tempfile
 import time
@@ -35,7 +36,7 @@ import httpx
 import structlog
 import tenacity
 
-from harmonic_installer import __version__
+from harmonic_installer import __version__, tls
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
 from harmonic_installer.proxy import ProxyConfig
@@ -104,6 +105,8 @@ class VerifiedArtifact:
     reused: bool
     bytes_transferred: int
     release: str | None = None
+    # (st_dev, st_ino, st_size, st_mtime_ns) of the file when it was verified: the writer confirms it is unchanged.
+    identity: tuple[int, int, int, int] | None = field(default=None, compare=False, kw_only=True)
     _seal: object = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -473,18 +476,21 @@ class Downloader:
         """A VerifiedArtifact for an existing final file that re-hashes to the expected sum, else None."""
         final = t.final
         t.checked_existing.add(final.name)
-        if not final.is_file() or final.is_symlink():
+        fd = _open_regular(final)  # never through a symlink: a planted link is left for the rename to replace
+        if fd is None:
             return None
-        if not _ours(final.stat()):  # another user could change it after it is verified: never reuse it
-            t.lg.warning("download.existing_untrusted", path=str(final), reason="owned or writable by another user")
-            final.unlink()
-            return None
-        assert t.expected is not None
-        if t.expected.sha256 is None:
-            t.lg.warning("download.existing_unverifiable", path=str(final), action="downloading again")
-            final.unlink()
-            return None
-        digest, size = _hash_file(final)
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            if not _ours(os.fstat(f.fileno())):  # another user could change it after it is verified: never reuse it
+                t.lg.warning("download.existing_untrusted", path=str(final), reason="owned or writable by another user")
+                final.unlink()
+                return None
+            assert t.expected is not None
+            if t.expected.sha256 is None:
+                t.lg.warning("download.existing_unverifiable", path=str(final), action="downloading again")
+                final.unlink()
+                return None
+            hasher, size = _hash_stream(f, None)
+        digest = hasher.hexdigest()
         try:
             found = self._verified(t, final, digest, size, reused=True)
         except ChecksumError:
@@ -515,6 +521,7 @@ class Downloader:
             _fsync_dir(path.parent)
             _discard(t.meta)
         release_match = _RELEASE.match(path.name)
+        st = os.stat(path, follow_symlinks=False)
         artifact = VerifiedArtifact(
             path=path,
             url=t.spec.url,
@@ -524,6 +531,7 @@ class Downloader:
             reused=reused,
             bytes_transferred=t.transferred,
             release=release_match.group(1) if release_match else None,
+            identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
             _seal=_SEAL,
         )
         if not reused:
@@ -614,10 +622,12 @@ class Downloader:
         """(bytes kept, validator) for an existing .part whose sidecar matches; anything else is discarded."""
         t.part_name = None
         _discard(t.meta.with_name(t.meta.name + ".tmp"))  # left by a kill while the sidecar was written
-        if not t.part.exists():
+        if not os.path.lexists(t.part):
             _discard(t.meta)
             return 0, None
-        size = t.part.stat().st_size
+        size = _part_size(t)
+        if size is None:
+            return 0, None
         meta = _read_meta(t.meta)
         reason = None
         if meta is None:
@@ -888,8 +898,7 @@ class Downloader:
         client = self._clients.get(proxy)
         if client is None:
             if self._ssl is None:
-                cafile = str(self._policy.ca_file) if self._policy.ca_file else None
-                self._ssl = ssl.create_default_context(cafile=cafile)
+                self._ssl = tls.client_context(self._policy.ca_file)
             p = self._policy
             client = httpx.Client(
                 trust_env=False,
@@ -1215,31 +1224,88 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return False
 
 
-def _read_meta(path: Path) -> dict[str, Any] | None:
+# Every file of ours in a download directory (the final file, the .part, its sidecar) is opened with O_NOFOLLOW
+# and judged by fstat of that descriptor, never by a path lookup that follows links: in a shared directory another
+# user may plant a symlink, and a planted link is removed (the link itself, never its target) or refused.
+
+
+def _open_regular(path: Path) -> int | None:
+    """A read-only descriptor of `path` if it is a regular file reached without following a symlink, else None."""
     try:
-        data = json.loads(path.read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # missing, a symlink (ELOOP), or unreadable
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _part_size(t: _Transfer) -> int | None:
+    """The size of an existing .part that may be resumed; None after removing a planted symlink or another
+    user's file (the run then starts the file afresh instead of failing on it every time).
+
+    Raises:
+        DownloadError: the .part is a directory or a device (not ours to remove): the operator must look.
+    """
+    try:
+        fd = os.open(t.part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        target = os.readlink(t.part)
+        t.lg.warning("download.part_link_removed", part=str(t.part), target=target, reason="a symlink, never followed")
+        _discard(t.part, t.meta)
+        return None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise DownloadError(
+            f"downloading {t.url_shown}: {t.part} is not a regular file (mode {stat.filemode(st.st_mode)}); "
+            "remove it and run again"
+        )
+    if not _ours(st):
+        t.lg.warning("download.part_untrusted_removed", part=str(t.part), reason="owned or writable by another user")
+        _discard(t.part, t.meta)
+        return None
+    return st.st_size
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    try:
+        with os.fdopen(fd, "r") as f:
+            data = json.loads(f.read())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
-    hasher, size = _hash_prefix(path, None)
-    return hasher.hexdigest(), size
-
-
 def _hash_prefix(path: Path, limit: int | None) -> tuple[Any, int]:
-    """A sha256 object over the first `limit` bytes of `path` (all of it when None), and the count hashed."""
+    """A sha256 object over the first `limit` bytes of `path` (all of it when None), and the count hashed.
+
+    Raises:
+        OSError: `path` is missing, a symlink (ELOOP: never followed) or unreadable.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        return _hash_stream(f, limit)
+
+
+def _hash_stream(f: IO[bytes], limit: int | None) -> tuple[Any, int]:
     hasher = hashlib.sha256()
     done = 0
-    with open(path, "rb", buffering=0) as f:
-        while limit is None or done < limit:
-            want = _HASH_BLOCK if limit is None else min(_HASH_BLOCK, limit - done)
-            block = f.read(want)
-            if not block:
-                break
-            hasher.update(block)
-            done += len(block)
+    while limit is None or done < limit:
+        want = _HASH_BLOCK if limit is None else min(_HASH_BLOCK, limit - done)
+        block = f.read(want)
+        if not block:
+            break
+        hasher.update(block)
+        done += len(block)
     return hasher, done
 
 
@@ -1257,7 +1323,7 @@ def _write_failed(t: _Transfer, exc: OSError, total: int | None) -> DownloadErro
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return DownloadError(f"downloading {t.url_shown}: writing {t.part} failed: {exc}")
     try:
-        kept = t.part.stat().st_size
+        kept = os.stat(t.part, follow_symlinks=False).st_size
     except OSError:
         kept = 0
     try:

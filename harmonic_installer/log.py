@@ -10,6 +10,7 @@ from collections import deque
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 from structlog.typing import EventDict, WrappedLogger
 
 _SECRET_KEYS = frozenset(
@@ -24,6 +25,12 @@ _SECRET_KEYS = frozenset(
         "oauth_signature",
     }
 )
+
+
+# Tracebacks as structured frames (file, line, function), never with the frames' locals: structlog's
+# `dict_tracebacks` renders each frame's locals, which hold Settings (MAAS token secret, proxy password) and the
+# OAuth header in any frame below the CLI.
+_TRACEBACKS = structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
 
 
 def _redact_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -90,7 +97,7 @@ def configure(
         shared.append(tail)
     renderer: list[Any]
     if use_json:
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(sort_keys=False)]
+        renderer = [_TRACEBACKS, structlog.processors.JSONRenderer(sort_keys=False)]
     else:
         colors = _isatty(out) and "NO_COLOR" not in os.environ
         renderer = [structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=structlog.dev.plain_traceback)]

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import re
-import secrets
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -280,7 +279,7 @@ def user_data(spec: UserDataSpec) -> dict[str, Any]:
                 "path": "/etc/ssh/sshd_config.d/60-harmonic-root-login.conf",
                 "owner": "root:root",
                 "permissions": "0644",
-                "content": "# INSECURE: written by `harmonic-install user-data --insecure-root-password`\n"
+                "content": "# INSECURE: written by `harmonic-install user-data --insecure-root-password-hash`\n"
                 "PermitRootLogin yes\nPasswordAuthentication yes\n",
             }
         )
@@ -375,72 +374,6 @@ def _emit(value: Any, indent: str) -> list[str]:
 def to_yaml(value: Mapping[str, Any]) -> str:
     """Block-style YAML for a mapping of str/int/bool/list/mapping values."""
     return "\n".join(_emit(value, "")) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# SHA-512 crypt ($6$), for `--insecure-root-password`: the `crypt` module is deprecated and gone in Python 3.13.
-
-_ITOA64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_SHA512_ORDER = (
-    (0, 21, 42), (22, 43, 1), (44, 2, 23), (3, 24, 45), (25, 46, 4), (47, 5, 26), (6, 27, 48),
-    (28, 49, 7), (50, 8, 29), (9, 30, 51), (31, 52, 10), (53, 11, 32), (12, 33, 54), (34, 55, 13),
-    (56, 14, 35), (15, 36, 57), (37, 58, 16), (59, 17, 38), (18, 39, 60), (40, 61, 19), (62, 20, 41),
-)  # fmt: skip
-
-
-def _b64_24(b2: int, b1: int, b0: int, n: int) -> str:
-    w = (b2 << 16) | (b1 << 8) | b0
-    out = []
-    for _ in range(n):
-        out.append(_ITOA64[w & 0x3F])
-        w >>= 6
-    return "".join(out)
-
-
-def _repeat(digest: bytes, length: int) -> bytes:
-    return (digest * (length // len(digest) + 1))[:length]
-
-
-def sha512_crypt(password: str, salt: str | None = None, rounds: int = 5000) -> str:
-    """The glibc crypt(3) SHA-512 hash of password ('$6$salt$...'), as /etc/shadow and cloud-init take it.
-
-    Args:
-        password: the password (UTF-8 encoded).
-        salt: up to 16 characters of [./0-9A-Za-z]; random when None.
-        rounds: 1000..999999999; written into the hash when not the default 5000.
-    """
-    if salt is None:
-        salt = "".join(secrets.choice(_ITOA64) for _ in range(16))
-    salt = salt[:16]
-    if not salt or any(c not in _ITOA64 for c in salt):
-        raise ConfigError("a crypt salt is 1-16 characters of [./0-9A-Za-z]")
-    rounds = min(max(rounds, 1000), 999_999_999)
-    p, s = password.encode(), salt.encode()
-    b = hashlib.sha512(p + s + p).digest()
-    a = hashlib.sha512(p + s)
-    i = len(p)
-    while i > 64:
-        a.update(b)
-        i -= 64
-    a.update(b[:i])
-    i = len(p)
-    while i > 0:
-        a.update(b if i & 1 else p)
-        i >>= 1
-    c = a.digest()
-    p_seq = _repeat(hashlib.sha512(p * len(p)).digest(), len(p))
-    s_seq = _repeat(hashlib.sha512(s * (16 + c[0])).digest(), len(s))
-    for r in range(rounds):
-        h = hashlib.sha512(p_seq if r & 1 else c)
-        if r % 3:
-            h.update(s_seq)
-        if r % 7:
-            h.update(p_seq)
-        h.update(c if r & 1 else p_seq)
-        c = h.digest()
-    encoded = "".join(_b64_24(c[x], c[y], c[z], 4) for x, y, z in _SHA512_ORDER) + _b64_24(0, 0, c[63], 2)
-    prefix = "$6$" if rounds == 5000 else f"$6$rounds={rounds}$"
-    return f"{prefix}{salt}${encoded}"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from harmonic_installer.runner import Runner
 
 log = structlog.get_logger()
 
+QUERY_TIMEOUT_S = 120.0  # dpkg-deb --field and dpkg-query read a few KiB; longer is a hung dpkg database lock or disk
+
 
 @dataclass(frozen=True, slots=True)
 class DebInfo:
@@ -36,7 +38,9 @@ class InstalledPackages:
 def inspect(runner: Runner, artifact: VerifiedArtifact) -> DebInfo:
     """Read Package, Version and Architecture from a verified .deb."""
     try:
-        result = runner.run(["dpkg-deb", "--field", str(artifact.path), "Package", "Version", "Architecture"])
+        result = runner.run(
+            ["dpkg-deb", "--field", str(artifact.path), "Package", "Version", "Architecture"], timeout=QUERY_TIMEOUT_S
+        )
     except CommandError as exc:
         raise PackageError(
             f"{artifact.path.name} is not a readable Debian package: {exc.output_tail.strip()[-200:] or exc}",
@@ -54,7 +58,14 @@ def inspect(runner: Runner, artifact: VerifiedArtifact) -> DebInfo:
 
 def installed_version(runner: Runner, package: str) -> str | None:
     """The installed version of `package`, or None when it is not fully installed."""
-    result = runner.run(["dpkg-query", "--show", "--showformat=${Status}\t${Version}", package], check=False)
+    try:
+        result = runner.run(
+            ["dpkg-query", "--show", "--showformat=${Status}\t${Version}", package],
+            check=False,
+            timeout=QUERY_TIMEOUT_S,
+        )
+    except CommandError as exc:  # could not start, or timed out
+        raise PackageError(f"cannot ask dpkg whether {package} is installed: {exc}", exc.output_tail) from exc
     if result.returncode != 0:
         return None
     status, _, version = result.output.strip().partition("\t")

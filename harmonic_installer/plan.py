@@ -297,6 +297,7 @@ def _install(settings: Settings, deps: Deps, steps: _Steps, state: dict[str, Any
                 env=child_env,
                 timeout=settings.write_timeout_s,
                 wipe_on_failure=settings.wipe_on_failure,
+                recheck_disk=lambda: preflight.recheck_disk(settings, deps.disks, pre.disk, iso.size),
             )
             journal.record("write", {"disk": result.disk, "iso_sha256": result.image_sha256})
             detail.append(f"wrote {iso.path.name} ({iso.size:,} bytes) to {result.disk} in {result.duration_s:.1f} s")

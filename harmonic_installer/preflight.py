@@ -12,12 +12,16 @@ import structlog
 
 from harmonic_installer.config import Settings
 from harmonic_installer.disks import DiskInfo, DiskProbe
-from harmonic_installer.errors import NotATargetHost, PreflightError
+from harmonic_installer.errors import ConfigError, NotATargetHost, PreflightError
+from harmonic_installer.packages import QUERY_TIMEOUT_S
 from harmonic_installer.state import directory_problem
 
 log = structlog.get_logger()
 
 REQUIRED_TOOLS = ("dpkg", "dpkg-query", "dpkg-deb")
+# Everything else a run may spend time on, beyond the budgets below: the vendor tool's list-isos, gpgv, stopping
+# children (SIGTERM grace, then SIGKILL), the wipe after a failed write, re-hashing reused files, the MAAS flush.
+OTHER_WORK_S = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ def check(
         NotATargetHost: the configured disk path does not exist (exit 0, nothing done).
         PreflightError: anything else that makes this host or disk unfit (exit 3).
     """
+    check_time_budget(settings)
     if geteuid() != 0:
         raise PreflightError("harmonic-install must run as root (it installs packages and writes a disk)")
     disk, selected_by = select_disk(settings, probe)
@@ -98,6 +103,55 @@ def select_disk(settings: Settings, probe: DiskProbe) -> tuple[DiskInfo, str]:
     return disk, f"path {path}"
 
 
+@dataclass(frozen=True, slots=True)
+class TimeBudget:
+    """The longest a run may take under these settings, and what it is made of."""
+
+    total_s: float
+    parts: tuple[tuple[str, float], ...]  # (what, seconds), summing to total_s
+
+    def describe(self) -> str:
+        """'5 downloads x download.max_time_s 3600 s = 18000 s + ...' for the operator."""
+        return " + ".join(f"{what} {seconds:,.0f} s" for what, seconds in self.parts)
+
+
+def time_budget(settings: Settings) -> TimeBudget:
+    """The worst case these settings allow: every fetch using its whole download budget, dpkg and the write their
+    whole timeouts. Fetches: each deb, the ISO, each distinct SHA256SUMS (and its .gpg with a keyring)."""
+    sums_dirs = {settings.packages_path.strip("/"), os.path.dirname(settings.iso_path.strip("/"))}
+    fetches = len(settings.package_names) + 1 + len(sums_dirs) * (2 if settings.keyring else 1)
+    queries = 3 * len(settings.package_names)  # dpkg-deb --field, then dpkg-query before and after dpkg
+    parts = (
+        (f"{fetches} downloads x download.max_time_s {settings.download_max_time_s:g} s =",
+         fetches * settings.download_max_time_s),
+        ("packages.timeout_s", settings.dpkg_timeout_s),
+        (f"{queries} dpkg queries x {QUERY_TIMEOUT_S:g} s =", queries * QUERY_TIMEOUT_S),
+        ("write.timeout_s", settings.write_timeout_s),
+        ("other work", OTHER_WORK_S),
+    )  # fmt: skip
+    return TimeBudget(sum(seconds for _, seconds in parts), parts)
+
+
+def check_time_budget(settings: Settings) -> None:
+    """Refuse settings whose worst case does not fit `run.time_limit_s` (systemd would kill the run, maybe mid-write).
+
+    Raises:
+        ConfigError: the budgets add up to more than the limit (exit 2, nothing done).
+    """
+    limit = settings.run_time_limit_s
+    if not limit:
+        return
+    budget = time_budget(settings)
+    if budget.total_s > limit:
+        raise ConfigError(
+            f"the settings allow a run of up to {budget.total_s / 3600:.1f} h ({budget.describe()}), longer than "
+            f"run.time_limit_s {limit:g} s ({limit / 3600:.1f} h, the unit's TimeoutStartSec): systemd could kill "
+            "it in the middle of the disk write; lower download.max_time_s, packages.timeout_s or write.timeout_s, "
+            "or raise TimeoutStartSec and HARMONIC_RUN_TIME_LIMIT_S together (a drop-in: docs/deploying.md)"
+        )
+    log.info("preflight.time_budget", worst_case_s=round(budget.total_s), limit_s=limit)
+
+
 def check_disk(disk: DiskInfo, *, allow_removable: bool) -> None:
     """Refuse a disk that is unsafe or impossible to write; each refusal names the reason and any override."""
     if disk.devtype != "disk":
@@ -123,6 +177,42 @@ def check_disk(disk: DiskInfo, *, allow_removable: bool) -> None:
         )
     if disk.size_bytes <= 0:
         raise PreflightError(f"{disk.path} reports a size of 0 bytes (no medium?)")
+
+
+def recheck_disk(settings: Settings, probe: DiskProbe, before: DiskInfo, image_size: int) -> DiskInfo:
+    """The disk looked up again right before the write, with every disk check repeated.
+
+    Preflight may be an hour old, and the vendor packages' maintainer scripts have run as root since: the disk
+    must still be the same device (path, size, serial, WWN), still unused and writable, and still big enough.
+
+    Raises:
+        PreflightError: the disk vanished, is another device now, or fails a check (exit 3; nothing written).
+    """
+    try:
+        disk, _ = select_disk(settings, probe)
+    except NotATargetHost:
+        raise PreflightError(f"right before the write: {before.path} is gone; nothing written") from None
+    except PreflightError as exc:
+        raise PreflightError(f"right before the write: {exc.message}; nothing written") from None
+    same = (disk.path, disk.size_bytes, disk.serial, disk.wwn, disk.devtype) == (
+        before.path,
+        before.size_bytes,
+        before.serial,
+        before.wwn,
+        before.devtype,
+    )
+    if not same:
+        raise PreflightError(
+            f"right before the write: the target disk changed since preflight (was {before.describe()}, "
+            f"now {disk.describe()}); nothing written"
+        )
+    try:
+        check_disk(disk, allow_removable=settings.allow_removable)
+        check_image_fits(disk, image_size)
+    except PreflightError as exc:
+        raise PreflightError(f"right before the write: {exc.message}; nothing written") from None
+    log.info("preflight.disk_rechecked", disk=disk.describe())
+    return disk
 
 
 def check_image_fits(disk: DiskInfo, image_size: int) -> None:

@@ -9,16 +9,18 @@ signed with OAuth 1.0 PLAINTEXT. Events nest under one parent activity:
       harmonic-installer/installed         start + finish SUCCESS "Harmonic cOS <release> installed on <disk>"
                                            (last, on success only: the one success MAAS logs for a Deployed node)
 
-MAAS puts `start` events and failed events in the machine's event log, and a top-level FAIL marks a
-deploying machine failed. Reporting never blocks or fails the install: events go through a bounded queue
-to one background thread, each POST has a short timeout, an event MAAS does not accept is dropped
-(counted, logged) rather than retried for long, and `close()` waits a bounded time. Posts go straight to
-MAAS, never through the HTTP proxy (MAAS is on the provisioning network). Uses only the standard library.
+MAAS puts only `start` events and failures (`result` exactly "FAIL") in the machine's event log; for a machine
+deployed in memory (Deployed by the time we run) a start is a DEBUG "Node status event" and a FAIL an ERROR
+"Node post-installation failure". No event carries `files`: for an in-memory deploy MAAS rolls such a message
+back whole (it stores files into an installation script set these deploys do not have), so the final FAIL
+carries the essential log tail in its description, bounded. Reporting never blocks or fails the install:
+events go through a bounded queue to one background thread, each POST has a short timeout, an event MAAS does
+not accept is dropped (counted, logged) rather than retried for long, and `close()` waits a bounded time. Posts
+go straight to MAAS, never through the HTTP proxy (MAAS is on the provisioning network). Uses only the standard library.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import email.utils
 import json
@@ -38,7 +40,7 @@ from urllib.parse import quote, urlsplit
 
 import structlog
 
-from harmonic_installer import __version__, cloudinit_cfg
+from harmonic_installer import __version__, cloudinit_cfg, tls
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.plan import InstallReport
 
@@ -47,7 +49,6 @@ log = structlog.get_logger()
 ORIGIN = "harmonic-installer"
 PARENT = "harmonic-installer"
 INSTALLED_NAME = f"{PARENT}/installed"  # a start event MAAS logs: the install succeeded (its description)
-LOG_FILE_NAME = "harmonic-installer.log"
 
 _RESULTS = {"ok": "SUCCESS", "skipped": "SUCCESS", "failed": "FAIL"}
 _QUEUE_SIZE = 256
@@ -55,7 +56,8 @@ _FAILURES_BEFORE_COOLDOWN = 3
 _COOLDOWN_S = 30.0
 _SKEW_MIN_CHANGE_S = 5
 _MAX_DESCRIPTION = 1000
-_MAX_LOG_BYTES = 64 * 1024
+_MAX_FAILURE_DESCRIPTION = 4000  # the final FAIL: the cause, then the newest log lines that fit
+_MAX_TAIL_LINE = 400
 SKEW_FILE = "/run/oauth_skew.json"  # shared with cloud-init's and curtin's OauthUrlHelper: {host:port: seconds}
 
 
@@ -143,10 +145,13 @@ class Transport(Protocol):
 
 
 class UrllibTransport:
-    """The standard library's HTTP client, with no proxy (MAAS is reached directly)."""
+    """The standard library's HTTP client, with no proxy (MAAS is reached directly) and the TLS policy of
+    every outgoing HTTPS connection (tls.py: the system store, or `server.ca_file`)."""
 
-    def __init__(self) -> None:
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    def __init__(self, ca_file: Path | str | None = None) -> None:
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls.client_context(ca_file))
+        )
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, Mapping[str, str]]:
         """POST `body` to `url`; every HTTP status is returned, only a missing answer raises."""
@@ -183,6 +188,7 @@ class Reporter:
         flush_timeout_s: float = 10.0,
         progress_interval_s: float = 60.0,
         log_tail: Callable[[], str] | None = None,
+        ca_file: Path | str | None = None,
         retry_wait_s: float = 1.0,
         skew_file: str | None = None,
         transport: Transport | None = None,
@@ -197,7 +203,7 @@ class Reporter:
         self._retry_wait = retry_wait_s
         self._skew_file = Path(skew_file) if skew_file else None
         self._host = urlsplit(target.endpoint).netloc
-        self._transport = transport or UrllibTransport()
+        self._transport = transport or UrllibTransport(ca_file)
         self._clock = clock
         self._wall = wall
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=_QUEUE_SIZE)
@@ -256,7 +262,6 @@ class Reporter:
         """Post the parent's finish: the outcome, and on failure the one-line cause and the log tail."""
         if not self._parent_started:
             return  # nothing was reported (e.g. another run holds the lock): nothing to finish
-        files: list[dict[str, str]] = []
         if report.outcome == "installed":
             result = "SUCCESS"
             text = f"Harmonic cOS {report.release or ''} installed on {report.disk or 'the target disk'}"
@@ -270,11 +275,11 @@ class Reporter:
             result = "FAIL"
             where = f" at step {report.failed_step}" if report.failed_step else ""
             text = f"{report.outcome.upper()}{where}: {report.error or 'unknown error'} (exit {report.exit_code})"
-            files = self._log_file()
-        event = self._event("finish", PARENT, text, result)
-        if files:
-            event["files"] = files
-        self._submit(event, important=True)
+            event = self._event("finish", PARENT, text, result)
+            event["description"] = _with_tail(event["description"], self._tail_lines())
+            self._submit(event, important=True)
+            return
+        self._submit(self._event("finish", PARENT, text, result), important=True)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -330,18 +335,14 @@ class Reporter:
             event["result"] = result
         return event
 
-    def _log_file(self) -> list[dict[str, str]]:
+    def _tail_lines(self) -> list[str]:
         if self._log_tail is None:
             return []
         try:
-            data = self._log_tail().encode("utf-8", errors="replace")
-        except Exception as exc:  # the report matters more than the attachment
+            return self._log_tail().splitlines()
+        except Exception as exc:  # the report matters more than the log lines
             log.warning("report.log_tail_failed", error=str(exc))
             return []
-        if len(data) > _MAX_LOG_BYTES:
-            data = data[-_MAX_LOG_BYTES:]
-            data = data[data.find(b"\n") + 1 :]
-        return [{"path": LOG_FILE_NAME, "encoding": "base64", "content": base64.b64encode(data).decode("ascii")}]
 
     def _submit(
         self, event: dict[str, Any], *, droppable: bool = False, important: bool = False, child: bool = False
@@ -500,6 +501,22 @@ class Reporter:
             emit(event, **values)
 
 
+def _with_tail(cause: str, lines: list[str]) -> str:
+    """The final FAIL's description: the cause, then the newest log lines (each cut short) that fit the bound."""
+    head = f"{cause}\nlast log lines:"
+    budget = _MAX_FAILURE_DESCRIPTION - len(head)
+    kept: list[str] = []
+    for raw in reversed([ln.strip() for ln in lines if ln.strip()]):
+        line = raw if len(raw) <= _MAX_TAIL_LINE else raw[: _MAX_TAIL_LINE - 3] + "..."
+        if len(line) + 1 > budget:
+            break
+        kept.append(line)
+        budget -= len(line) + 1
+    if not kept:
+        return cause
+    return head + "".join("\n" + line for line in reversed(kept))
+
+
 def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", label.lower()).strip("-") or "file"
 
@@ -532,5 +549,6 @@ def start(settings: Settings, *, log_tail: Callable[[], str] | None = None) -> R
         flush_timeout_s=settings.maas_flush_timeout_s,
         progress_interval_s=settings.maas_progress_interval_s,
         log_tail=log_tail,
+        ca_file=settings.ca_file,
         skew_file=SKEW_FILE,
     )

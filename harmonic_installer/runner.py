@@ -1,22 +1,24 @@
 """The only place that runs commands: argv in, CommandResult out, every run logged.
 
-Children run in their own process group with an environment built from a copy; their combined output is
-read line by line (optionally streamed to the log), a timeout kills the whole group, and an interrupt
-(SIGINT/SIGTERM turned into an exception by the CLI) stops the child before it propagates.
+Children run in their own session (process group) with an environment built from a copy; their combined
+output is read line by line (optionally streamed to the log), a timeout kills the whole group, and an interrupt
+(SIGINT/SIGTERM turned into an exception by the CLI) stops the child before it propagates. No Python code runs
+in the child between fork and exec (no `preexec_fn`: unsafe while other threads, such as the MAAS reporter,
+are alive): the death signal is set by util-linux's `setpriv --pdeathsig TERM`, which then execs the command.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -30,6 +32,7 @@ _TAIL_LINES = 40
 _MAX_KEPT_BYTES = 4 * 1024 * 1024
 _ANSWERS = 64  # like `yes`, but bounded: a tool asking more than this is not behaving as expected
 _STOP_GRACE_S = 10.0
+_REAP_AFTER_KILL_S = 10.0  # a child still there this long after SIGKILL is stuck in the kernel (D state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +99,12 @@ class SubprocessRunner:
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
-                args,
+                _dies_with_us(args, child_env),
                 stdin=subprocess.PIPE if answer is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=child_env,
                 start_new_session=True,
-                preexec_fn=_dies_with_us(),  # noqa: PLW1509 - the child runs only a prctl resolved beforehand
             )
         except OSError as exc:
             log.error("command.not_started", argv=list(args), error=str(exc))
@@ -150,35 +152,35 @@ def _short(args: tuple[str, ...]) -> str:
     return f"`{text if len(text) <= 120 else text[:117] + '...'}`"
 
 
-def _dies_with_us() -> Callable[[], None] | None:
-    """A preexec_fn giving the child SIGTERM when we die (even by SIGKILL), so no vendor tool or dpkg outlives
-    the installer and meets a second one at the same disk; None where prctl is not available.
+def _dies_with_us(args: tuple[str, ...], env: Mapping[str, str]) -> tuple[str, ...]:
+    """argv that gives the child SIGTERM when we die (even by SIGKILL), so no vendor tool or dpkg outlives the
+    installer and meets a second one at the same disk: `setpriv --pdeathsig TERM -- argv` (util-linux, present on
+    Ubuntu 22.04) sets the signal and execs the command. Unchanged where setpriv is missing (logged once).
 
-    It runs in the child between fork and exec: it only calls the prctl function resolved here, in the parent.
+    Raises:
+        FileNotFoundError: the program is not found on the child's PATH (as Popen would say without setpriv).
     """
-    prctl = _prctl()
-    if prctl is None:
-        return None
-    parent = os.getpid()
-
-    def child() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # we died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return child
-
-
-_PR_SET_PDEATHSIG = 1
+    setpriv = _setpriv()
+    if setpriv is None:
+        return args
+    program = args[0]
+    if "/" in program:
+        if not os.access(program, os.X_OK) or os.path.isdir(program):
+            raise FileNotFoundError(2, "No such file or directory (or not executable)", program)
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(2, "No such file or directory", program)
+    return (setpriv, "--pdeathsig", "TERM", "--", *args)
 
 
 @functools.cache
-def _prctl() -> Callable[..., int] | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl
-    except (OSError, AttributeError):
-        return None
+def _setpriv() -> str | None:
+    found = shutil.which("setpriv", path=os.environ.get("PATH", os.defpath) + ":/usr/bin:/bin")
+    if found is None:
+        log.warning(
+            "command.no_death_signal",
+            reason="setpriv (util-linux) not found: a child may outlive a killed installer",
+        )
+    return found
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> int | None:
@@ -208,7 +210,15 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = _STOP_GRACE_S) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        proc.wait()
+        try:
+            proc.wait(timeout=_REAP_AFTER_KILL_S)
+        except subprocess.TimeoutExpired:  # stuck in the kernel (a hung disk or NFS): do not hang with it
+            log.error(
+                "command.unkillable",
+                pid=proc.pid,
+                waited_s=_REAP_AFTER_KILL_S,
+                hint="the process ignores SIGKILL (uninterruptible sleep, usually a hung device); check dmesg",
+            )
 
 
 def _feed_answers(stdin: IO[bytes], answer: str) -> None:

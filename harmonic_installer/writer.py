@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
+import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +22,13 @@ import structlog
 
 from harmonic_installer.disks import DiskInfo
 from harmonic_installer.download import VerifiedArtifact
-from harmonic_installer.errors import CommandError, WriteError
+from harmonic_installer.errors import ChecksumError, CommandError, WriteError
 from harmonic_installer.runner import Runner
 
 log = structlog.get_logger()
 
 _WIPE_BYTES = 1024 * 1024  # MBR + primary GPT at the start, backup GPT at the end
+_HASH_BLOCK = 1024 * 1024
 _BLKRRPART = 0x125F
 
 
@@ -60,11 +63,17 @@ def write(
     env: Mapping[str, str],
     timeout: float,
     wipe_on_failure: bool,
+    recheck_disk: Callable[[], DiskInfo] | None = None,
 ) -> WriteResult:
     """Write the verified ISO to the disk with the vendor tool, answering its confirmation prompt.
 
+    Right before the write (after list-isos), the disk is looked up again with `recheck_disk` (its checks
+    repeated; the fresh DiskInfo is written) and the ISO is confirmed to be the file that was verified.
+
     Raises:
         WriteError: the tool is missing, the ISO is not where the tool reads, or the write failed.
+        PreflightError: from `recheck_disk`: the disk changed or became unfit (nothing written).
+        ChecksumError: the ISO is not the verified file any more (nothing written).
     """
     if shutil.which(tool, path=env.get("PATH")) is None:
         raise WriteError(f"{tool} is not installed (the vendor packages should have provided it)")
@@ -73,6 +82,9 @@ def write(
     listed = list_isos(runner, tool=tool, env=env)
     if image.path.name not in listed:
         log.warning("write.iso_not_listed", iso=image.path.name, tool=tool)
+    if recheck_disk is not None:
+        disk = recheck_disk()
+    confirm_verified(image)
     started = time.monotonic()
     log.info("write.started", disk=disk.path, image=str(image.path), sha256=image.sha256, size=image.size)
     try:
@@ -94,6 +106,44 @@ def write(
     duration = round(time.monotonic() - started, 3)
     log.info("write.finished", disk=disk.path, duration_s=duration)
     return WriteResult(disk.path, image.path, image.sha256, image.size, duration, listed)
+
+
+def confirm_verified(image: VerifiedArtifact) -> None:
+    """Confirm the file at image.path is still the one that was verified: same inode, size and mtime, else
+    the same SHA-256 (re-hashed); a symlink planted in its place is refused.
+
+    Raises:
+        ChecksumError: the file is gone, is not a regular file, or its content no longer matches (exit 4).
+    """
+    shown = str(image.path)
+    try:
+        fd = os.open(image.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ChecksumError(
+            f"right before the write: the verified ISO {shown} cannot be opened ({exc.strerror}); nothing written"
+        ) from exc
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ChecksumError(f"right before the write: {shown} is not a regular file any more; nothing written")
+        now = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if image.identity is not None and now == image.identity:
+            log.info("write.iso_unchanged", iso=shown, sha256=image.sha256)
+            return
+        log.warning("write.iso_changed", iso=shown, verified=image.identity, now=now, action="hashing it again")
+        hasher = hashlib.sha256()
+        size = 0
+        for block in iter(lambda: f.read(_HASH_BLOCK), b""):
+            hasher.update(block)
+            size += len(block)
+    digest = hasher.hexdigest()
+    if digest != image.sha256 or size != image.size:
+        raise ChecksumError(
+            f"right before the write: {shown} changed since it was verified (sha256 now {digest}, "
+            f"{size:,} bytes; verified {image.sha256}, {image.size:,} bytes); nothing written, "
+            "a re-run downloads it again",
+        )
+    log.info("write.iso_reverified", iso=shown, sha256=digest)
 
 
 def _cause(exc: CommandError) -> str:

@@ -105,3 +105,35 @@ def test_signal_during_download(tmp_path: Path, trickle_server: str, signum: int
         assert 0 < part.stat().st_size < len(ISO)
         with open(loop.path, "rb") as disk:
             assert disk.read(8 * MiB) == bytes(8 * MiB)
+
+
+def _blocked_on_fifo(fifo: Path, proc: subprocess.Popen[str]) -> int:
+    """Wait until `proc` has opened the FIFO for reading (so it is past start-up); our writer end's fd."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the command never opened its config file"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("command", [["settings"], ["-i", "--dry-run"]])
+def test_signal_outside_the_install_keeps_its_code(tmp_path: Path, command: list[str], signum: int, code: int) -> None:
+    """A signal while the settings are read (a subcommand, or before an install) exits 143/130, not typer's 130."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    env = {"PATH": os.environ["PATH"], "HARMONIC_CMDLINE_FILE": "/dev/null"}
+    argv = [sys.executable, "-m", "harmonic_installer", "--config", str(fifo), *command]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = _blocked_on_fifo(fifo, proc)
+    try:
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(writer)
+    assert proc.returncode == code, err[-2000:]
+    assert f"interrupted by {signal.Signals(signum).name}" in err
+    assert "Traceback" not in err

@@ -5,6 +5,12 @@
 PLAINTEXT. Unlike MAAS (which only looks at the token key) it checks the whole signature, the timestamp
 against its own clock (to exercise the clock-skew correction) and that no nonce is used twice.
 
+Like MAAS with a machine deployed in memory (the default, `in_memory_deploy=True`), a message that carries
+`files` is answered 204 and then rolled back whole (MAAS stores files into the current installation script
+set, which such a deploy does not have): it lands in `rolled_back`, never in `events`. `event_log()` is what
+the operator sees in MAAS's event log for a Deployed machine (`maas <profile> events query id=<system_id>
+level=DEBUG`): starts at DEBUG, FAILs at ERROR, nothing else. `tls=` serves https with that context.
+
 It can be told to misbehave: `fail_with = 500`, `delay_s = 3` (slow), `skew_s = 3600` (its clock, and its
 `Date` header, run an hour ahead). `closed_port()` gives a port where nothing listens (MAAS down).
 
@@ -23,6 +29,7 @@ import http.server
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,7 +65,10 @@ class MaasServer:
     fail_with: int | None = None  # answer every request with this status (e.g. 500)
     delay_s: float = 0.0  # wait this long before answering
     skew_s: float = 0.0  # the server's clock (and Date header) is this far ahead of ours
+    in_memory_deploy: bool = True  # a message with `files` is rolled back whole, as MAAS does for these deploys
+    tls: ssl.SSLContext | None = None  # serve https with this server context
     events: list[dict[str, Any]] = field(default_factory=list)
+    rolled_back: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     _nonces: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,6 +100,8 @@ class MaasServer:
 
         server = http.server.ThreadingHTTPServer((self.host, 0), Handler)
         server.daemon_threads = True
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self._server = server
         threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="maas-server", daemon=True
@@ -121,7 +133,8 @@ class MaasServer:
 
     def endpoint(self, host_port: str) -> str:
         """The status URL as seen from elsewhere (e.g. a VM reaching this server through a forward)."""
-        return f"http://{host_port}/MAAS/metadata/status/{self.system_id}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host_port}/MAAS/metadata/status/{self.system_id}"
 
     # ---- what to give the machine -------------------------------------------------------------------------
 
@@ -193,8 +206,27 @@ class MaasServer:
         return predicate(self.received())
 
     def files(self) -> dict[str, bytes]:
-        """Every attached file by path, decoded."""
+        """Every attached file MAAS kept, by path, decoded (none for an in-memory deploy: those roll back)."""
         return {f["path"]: base64.b64decode(f["content"]) for e in self.received() for f in e.get("files", [])}
+
+    def event_log(self) -> list[tuple[str, str, str, str]]:
+        """(level, type, action, description) of what MAAS's event log shows for a Deployed machine, in order.
+
+        As MAAS's status worker and `add_event_to_node_event_log`: a `start` is a "Node status event" at DEBUG,
+        a `finish` with result exactly FAIL a "Node post-installation failure" at ERROR ("FAILURE" a DEBUG
+        status event); successful finishes and `progress` events are not logged at all. The action is the
+        event's name; the description is "'<origin>' <description>".
+        """
+        shown = []
+        for e in self.received():
+            text = f"'{e['origin']}' {e['description']}"
+            if e["event_type"] == "start":
+                shown.append(("DEBUG", "Node status event", e["name"], text))
+            elif e["event_type"] == "finish" and e.get("result") == "FAIL":
+                shown.append(("ERROR", "Node post-installation failure", e["name"], text))
+            elif e["event_type"] == "finish" and e.get("result") == "FAILURE":
+                shown.append(("DEBUG", "Node status event", e["name"], text))
+        return shown
 
     def assert_well_formed(self, parent: str = "harmonic-installer") -> None:
         """Events nest under `parent`: it starts first and finishes last; every finish follows its start;
@@ -269,9 +301,12 @@ class MaasServer:
         if problem:
             self._reject(req, 400, problem)
             return
-        with self._lock:
-            self.events.append(message)
-        self._answer(req, 204)
+        with self._lock:  # recorded before the answer so a test sees it once the client has its 204
+            if message.get("files") and self.in_memory_deploy:
+                self.rolled_back.append(message)  # no installation script set: the whole message is lost
+            else:
+                self.events.append(message)
+        self._answer(req, 204)  # MAAS answers 204 whether or not the message is then stored
 
     def _check_oauth(self, header: str | None) -> str:
         if not header or not header.startswith("OAuth "):

@@ -65,6 +65,7 @@ class FakeRunner:
     handlers: dict[str, Handler] = field(default_factory=dict)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     envs: list[Mapping[str, str] | None] = field(default_factory=list)
+    timeouts: list[float | None] = field(default_factory=list)
 
     def run(
         self,
@@ -79,6 +80,7 @@ class FakeRunner:
         args = tuple(argv)
         self.calls.append(args)
         self.envs.append(env)
+        self.timeouts.append(timeout)
         handler = self.handlers.get(args[0])
         if handler is None:
             raise CommandError(f"cannot run {args[0]}: not found", argv=args)

@@ -197,3 +197,40 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the version and exits 0."""
     assert cli.main(["--version"], deps_factory=Boom()) == 0
     assert "harmonic-install 0." in capsys.readouterr().out
+
+
+_CHILD_ENV_PROBE = """
+import os, sys
+import harmonic_installer.cli
+from harmonic_installer.runner import SubprocessRunner
+print("parent:", "TYPER_USE_RICH" in os.environ)
+probe = "import os; print('child:', 'TYPER_USE_RICH' in os.environ)"
+print(SubprocessRunner().run([sys.executable, "-c", probe]).output)
+"""
+
+
+def test_importing_the_cli_changes_no_environment_of_children() -> None:
+    """Importing cli leaves os.environ alone, so no child command inherits TYPER_USE_RICH from us."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HARMONIC_CMDLINE_FILE": "/dev/null"}
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD_ENV_PROBE], env=env, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "parent: False" in out
+    assert "child: False" in out
+
+
+def test_help_is_plain_text_without_typer_use_rich() -> None:
+    """Without TYPER_USE_RICH in the environment the help is still plain text (no rich boxes on a serial console)."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HARMONIC_CMDLINE_FILE": "/dev/null", "COLUMNS": "100"}
+    argv = [sys.executable, "-m", "harmonic_installer", "-h"]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert "Exit codes" in result.stdout
+    assert not set("╭╮╰╯│─") & set(result.stdout)
+    assert "\x1b[" not in result.stdout

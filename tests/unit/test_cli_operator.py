@@ -11,6 +11,7 @@ import yaml
 
 from harmonic_installer import cli, config, plan
 from harmonic_installer.errors import ExitCode
+from tests.unit.test_maas import openssl_hash
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGV4YW1wbGVrZXlleGFtcGxla2V5ZXhhbXBsZWtleQ operator@example"
 
@@ -49,14 +50,17 @@ def test_maas_import_command_bad_input_exits_2_with_one_line(
     assert len(captured.err.strip().splitlines()) == 1
 
 
-def test_user_data_hashes_the_local_pyz_and_the_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--pyz gives the SHA-256 checked on the target; the root password appears only as a SHA-512 crypt hash."""
+def test_user_data_hashes_the_local_pyz_and_takes_the_root_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--pyz gives the SHA-256 checked on the target; the root password is given and written only as a hash."""
     pyz = tmp_path / "harmonic-install.pyz"
     pyz.write_bytes(b"zipapp")
     keys = tmp_path / "keys.pub"
     keys.write_text(f"# team keys\n{KEY}\n\n")
     argv = ["user-data", "--server-url", "http://127.0.0.1:8080", "--pyz", str(pyz), "--ssh-key-file", str(keys)]
-    argv += ["--insecure-root-password", "s3cret-pw", "--disk", "/dev/sdb", "--installer-arg=-v"]
+    hashed = openssl_hash("s3cret-pw", "abcdefgh")
+    argv += ["--insecure-root-password-hash", hashed, "--disk", "/dev/sdb", "--installer-arg=-v"]
     assert _main(argv) == 0
     out = capsys.readouterr().out
     data = yaml.safe_load(out)
@@ -65,7 +69,16 @@ def test_user_data_hashes_the_local_pyz_and_the_password(tmp_path: Path, capsys:
     assert "--server-url http://127.0.0.1:8080 -p --disk=/dev/sdb -v -i --no-reboot" in script
     assert data["ssh_authorized_keys"] == [KEY]
     assert "s3cret-pw" not in out
-    assert data["chpasswd"]["users"][0]["password"].startswith("$6$")
+    assert data["chpasswd"]["users"][0]["password"] == hashed
+
+
+def test_user_data_takes_no_plaintext_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--insecure-root-password (a password on the world-readable command line) is gone: a usage error, no output."""
+    argv = ["user-data", "--server-url", "http://127.0.0.1:8080", "--pyz-sha256", "ab" * 32]
+    assert _main([*argv, "--insecure-root-password", "s3cret-pw"]) == ExitCode.USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "No such option" in captured.err
 
 
 def test_user_data_direct_runs_the_installer_without_proxy(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,8 @@ import hcl2
 import pytest
 import yaml
 
-from harmonic_installer import __version__, maas
+from harmonic_installer import __version__
+from tests.unit.test_maas import openssl_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKER_DIR = ROOT / "packaging" / "packer"
@@ -220,7 +221,7 @@ def test_build_login_is_the_seeds_root_ubuntu_and_cleanup_removes_it() -> None:
     (root,) = data["users"]
     hashed = root["hashed_passwd"]
     salt = hashed.split("$")[2]
-    assert maas.sha512_crypt("ubuntu", salt) == hashed
+    assert openssl_hash("ubuntu", salt) == hashed
     assert not {"passwd", "plain_text_passwd", "password", "chpasswd"} & (set(root) | set(data))
     (dropin,) = data["write_files"]
     assert "PermitRootLogin yes" in dropin["content"]

@@ -120,3 +120,22 @@ def test_image_larger_than_disk_is_refused() -> None:
     with pytest.raises(PreflightError, match="1,000 bytes, smaller than the image"):
         preflight.check_image_fits(small, 5000)
     preflight.check_image_fits(small, 1000)
+
+
+def test_a_run_that_cannot_fit_its_time_limit_stops_before_the_disk_is_looked_at() -> None:
+    """run.time_limit_s below the budgets' worst case: exit 2 at the first check, the disk never probed."""
+    from harmonic_installer.errors import ConfigError
+
+    class NoProbe(FakeDisks):
+        def lookup(self, path: str) -> None:
+            raise AssertionError("the disk was probed")
+
+    with pytest.raises(ConfigError, match=r"allow a run of up to 7\.7 h .* longer than run\.time_limit_s 3600 s") as e:
+        run(settings(run_time_limit_s="3600"), NoProbe([]))
+    assert e.value.exit_code == ExitCode.USAGE
+
+
+def test_no_time_limit_by_default() -> None:
+    """By hand (no unit, run.time_limit_s 0) any budgets are accepted."""
+    report = run(settings(write_timeout_s="999999"), FakeDisks([disk()]))
+    assert report.disk.path == "/dev/sda"

@@ -3,7 +3,6 @@ delays or changes the install beyond a bounded flush."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -12,11 +11,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from harmonic_installer import cli, config, plan, reporting
+from harmonic_installer import __version__, cli, config, plan, reporting
 from harmonic_installer.errors import ExitCode
 from harmonic_installer.log import LogTail
 from tests.support.maas_server import MaasServer, closed_port
 from tests.unit.fakes import FakeDisks, disk
+from tests.unit.test_download import tls_cert  # noqa: F401 - fixture
 from tests.unit.test_plan import RELEASE, Site, deps, make_settings, make_world, site  # noqa: F401 - fixture
 
 PARENT = "harmonic-installer"
@@ -113,21 +113,74 @@ def test_steps_become_nested_signed_events(maas: MaasServer) -> None:
 
 
 def test_failure_carries_the_cause_and_the_log_tail(maas: MaasServer) -> None:
-    """A failed run ends with the step's FAIL, then the parent's FAIL with the one-line cause and the log tail."""
+    """A failed run ends with the step's FAIL, then the parent's FAIL: the cause, then the log tail, no files."""
     rep = reporter_for(maas, log_tail=lambda: "line one\nstep.failed error='write failed at 4096 bytes'\n")
     rep.step_started("write", "write the ISO to /dev/sda with ostree-production")
     rep.step_finished("write", "failed", "ostree-production failed: write failed at 4096 bytes")
     rep.run_finished(report("failed", exit_code=6, error="write failed at 4096 bytes", failed_step="write"))
     rep.close()
     maas.assert_well_formed()
+    assert maas.rolled_back == []
     final = maas.received()[-1]
     assert (final["name"], final["result"]) == (PARENT, "FAIL")
-    assert final["description"] == "FAILED at step write: write failed at 4096 bytes (exit 6)"
-    (attached,) = final["files"]
-    assert attached["path"] == "harmonic-installer.log"
-    assert attached["encoding"] == "base64"
-    assert b"write failed at 4096 bytes" in base64.b64decode(attached["content"])
+    assert "files" not in final
+    assert final["description"].splitlines() == [
+        "FAILED at step write: write failed at 4096 bytes (exit 6)",
+        "last log lines:",
+        "line one",
+        "step.failed error='write failed at 4096 bytes'",
+    ]
     assert maas.received()[-2]["result"] == "FAIL"
+
+
+def test_the_failure_reaches_the_operators_event_log_of_an_in_memory_deploy(maas: MaasServer) -> None:
+    """For a Deployed (in-memory) machine the final FAIL is an ERROR in MAAS's event log, with the cause and tail."""
+    rep = reporter_for(maas, log_tail=lambda: "command.failed output_tail='E: dpkg was interrupted'\n")
+    rep.step_started("packages", "install the vendor packages with dpkg")
+    rep.step_finished("packages", "failed", "dpkg could not install ostree-upgrade")
+    rep.run_finished(report("failed", exit_code=5, error="dpkg could not install", failed_step="packages"))
+    rep.close()
+    errors = [(action, text) for level, _, action, text in maas.event_log() if level == "ERROR"]
+    assert [action for action, _ in errors] == [f"{PARENT}/packages", PARENT]  # the step's FAIL, then the run's
+    assert errors[-1][1].startswith("'harmonic-installer' FAILED at step packages: dpkg could not install (exit 5)")
+    assert "E: dpkg was interrupted" in errors[-1][1]
+    debug = [(action, text) for level, _, action, text in maas.event_log() if level == "DEBUG"]
+    assert debug == [
+        (PARENT, f"'harmonic-installer' harmonic-install {__version__}: installing Harmonic cOS"),
+        (f"{PARENT}/packages", "'harmonic-installer' install the vendor packages with dpkg"),
+    ]
+
+
+def test_the_stand_in_rolls_back_a_message_with_files_as_maas_does(maas: MaasServer) -> None:
+    """The stand-in answers 204 to a message with files and then loses it whole, as MAAS for in-memory deploys."""
+    target = target_for(maas)
+    transport = reporting.UrllibTransport()
+    body = {"event_type": "finish", "origin": "x", "name": PARENT, "description": "FAILED", "result": "FAIL"}
+    body.update(timestamp=time.time(), files=[{"path": "a.log", "encoding": "base64", "content": "eA=="}])
+    headers = {"Authorization": reporting.oauth_header(target, timestamp=int(time.time()), nonce="n1")}
+    status, _ = transport.post(maas.url, json.dumps(body).encode(), headers, 5)
+    assert status == 204
+    assert maas.received() == []
+    assert maas.event_log() == []
+    assert [m["description"] for m in maas.rolled_back] == ["FAILED"]
+
+
+def test_a_long_log_tail_is_cut_to_the_newest_lines_within_the_bound(maas: MaasServer) -> None:
+    """A huge tail never makes the final description unbounded: the newest lines are kept, each cut short."""
+    lines = [f"line {i} " + "x" * 100 for i in range(500)] + ["last " + "y" * 5000]
+    rep = reporter_for(maas, log_tail=lambda: "\n".join(lines))
+    rep.step_started("download", "fetch")
+    rep.run_finished(report("failed", exit_code=4, error="checksum mismatch", failed_step="download"))
+    rep.close()
+    text = maas.received()[-1]["description"]
+    assert len(text) <= 4000
+    assert text.startswith("FAILED at step download: checksum mismatch (exit 4)\nlast log lines:\n")
+    kept = text.splitlines()[2:]
+    assert kept[-1].startswith("last yyy")
+    assert kept[-1].endswith("...")
+    assert len(kept[-1]) <= 400
+    assert kept[-2].startswith("line 499 ")
+    assert "line 0 " not in text
 
 
 def test_nothing_is_sent_when_no_step_started(maas: MaasServer) -> None:
@@ -476,10 +529,10 @@ def test_cli_failure_reaches_maas_with_cause_and_log(
     final = maas.received()[-1]
     assert final["result"] == "FAIL"
     assert "at step packages" in final["description"]
-    log_text = maas.files()["harmonic-installer.log"].decode()
-    assert "step.failed" in log_text
-    assert "dependency problems" in log_text
-    assert maas.token_secret not in log_text
+    assert "files" not in final
+    assert "step.failed" in final["description"]
+    assert "dependency problems" in final["description"]
+    assert maas.token_secret not in json.dumps(maas.received())
 
 
 @pytest.mark.parametrize("how", ["down", "slow", "500"])
@@ -524,7 +577,7 @@ def test_plan_mode_and_dry_run_report_nothing(
 
 
 def test_interrupted_run_is_reported_as_failed(maas: MaasServer) -> None:
-    """SIGTERM mid-step: the step and the parent finish FAIL with 'INTERRUPTED', the log attached."""
+    """SIGTERM mid-step: the step and the parent finish FAIL with 'INTERRUPTED', the log tail in the description."""
     rep = reporter_for(maas, log_tail=lambda: "download.progress ...\n")
     rep.step_started("download", "fetch")
     rep.step_finished("download", "failed", "interrupted by SIGTERM; a re-run continues where this one stopped")
@@ -532,8 +585,10 @@ def test_interrupted_run_is_reported_as_failed(maas: MaasServer) -> None:
     rep.close()
     maas.assert_well_formed()
     final = maas.received()[-1]
-    assert final["description"] == "INTERRUPTED at step download: interrupted by SIGTERM (exit 143)"
-    assert "harmonic-installer.log" in maas.files()
+    assert final["description"] == (
+        "INTERRUPTED at step download: interrupted by SIGTERM (exit 143)\nlast log lines:\ndownload.progress ..."
+    )
+    assert maas.rolled_back == []
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -543,7 +598,7 @@ def test_internal_error_still_fails_the_machine_in_maas(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A bug (an unexpected exception) exits 1, and MAAS still gets the parent's FAIL naming it, with the log."""
+    """A bug (an unexpected exception) exits 1, and MAAS still gets the parent's FAIL naming it, with the log tail."""
     for name, value in maas.environ().items():
         monkeypatch.setenv(name, value)
     factory = _factory(0, tmp_path)
@@ -562,4 +617,36 @@ def test_internal_error_still_fails_the_machine_in_maas(
     final = maas.received()[-1]
     assert final["result"] == "FAIL"
     assert "internal error: RuntimeError('bug in a handler')" in final["description"]
-    assert "harmonic-installer.log" in maas.files()
+    assert "last log lines:" in final["description"]
+    assert maas.rolled_back == []
+
+
+# ---- TLS: the same policy as the downloads ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_https_reports_use_the_ca_file_of_the_downloads(trusted: bool, tls_cert: tuple[Path, object]) -> None:  # noqa: F811
+    """Over https the reporter trusts server.ca_file (as downloads do): with it events arrive, without it none."""
+    with MaasServer(tls=tls_cert[1]) as server:  # type: ignore[arg-type]
+        rep = reporter_for(server, ca_file=tls_cert[0] if trusted else None)
+        with capture_logs() as logs:
+            rep.step_started("preflight", "check")
+            rep.close()
+        if trusted:
+            assert server.names() == [("start", PARENT, None), ("start", f"{PARENT}/preflight", None)]
+        else:
+            assert server.received() == []
+            reasons = [e["reason"] for e in logs if e["event"] == "report.dropped"]
+            assert reasons
+            assert "CERTIFICATE_VERIFY_FAILED" in reasons[0]
+
+
+def test_start_passes_server_ca_file_to_the_reporter(tmp_path: Path, tls_cert: tuple[Path, object]) -> None:  # noqa: F811
+    """reporting.start() builds its transport from the settings' server.ca_file: one TLS policy for the run."""
+    with MaasServer(tls=tls_cert[1]) as server:  # type: ignore[arg-type]
+        settings = config.load(environ={**server.environ(), "HARMONIC_SERVER_CA_FILE": str(tls_cert[0])}, cmdline="")
+        rep = reporting.start(settings)
+        assert rep is not None
+        rep.step_started("preflight", "check")
+        rep.close()
+        assert [n for _, n, _ in server.names()] == [PARENT, f"{PARENT}/preflight"]

@@ -116,3 +116,89 @@ def test_interrupt_stops_the_child(tmp_path: Path) -> None:
     child = int(pidfile.read_text())
     time.sleep(0.2)
     assert not _alive(child)
+
+
+def test_no_python_code_runs_in_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Popen gets no preexec_fn (unsafe while the reporter thread runs); a new session and setpriv do its work."""
+    import subprocess
+
+    seen: list[dict[str, object]] = []
+    real = subprocess.Popen
+
+    def spy(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        seen.append({"argv": args[0], **kwargs})
+        return real(*args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    result = SubprocessRunner().run(["sh", "-c", "echo $$; ps -o sid= -p $$"])
+    assert result.returncode == 0
+    (call,) = seen
+    assert call.get("preexec_fn") is None
+    assert call["start_new_session"] is True
+    pid, sid = result.output.split()
+    assert pid == sid  # the child leads its own session (and process group)
+
+
+_ORPHAN_PROBE = """
+import sys
+from harmonic_installer.runner import SubprocessRunner
+SubprocessRunner().run(["sh", "-c", "echo $$ > " + sys.argv[1] + "; exec sleep 60"])
+"""
+
+
+def test_child_gets_sigterm_when_the_runner_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to the process running a command still stops the command (the death signal, set without preexec)."""
+    import subprocess
+    import sys
+
+    pidfile = tmp_path / "pid"
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_PROBE, str(pidfile)])
+    try:
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert parent.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        assert _alive(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def test_missing_program_on_the_childs_path_is_a_command_error() -> None:
+    """A bare name not on the child's PATH fails to start with one line, like a missing absolute path."""
+    with pytest.raises(CommandError, match="cannot run no-such-tool-here"):
+        SubprocessRunner().run(["no-such-tool-here"], env={"PATH": "/usr/bin:/bin"})
+
+
+def test_a_child_that_survives_sigkill_does_not_hang_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After SIGKILL the wait is bounded: a child stuck in the kernel is logged, and the run goes on."""
+    import subprocess
+
+    from harmonic_installer import runner
+
+    class Stuck:
+        pid = 999_999_999
+
+        def poll(self) -> None:
+            return None
+
+        def wait(self, timeout: float | None = None) -> int:
+            if timeout is None:
+                raise AssertionError("an unbounded wait after SIGKILL")
+            raise subprocess.TimeoutExpired("stuck", timeout)
+
+    killed: list[int] = []
+    monkeypatch.setattr(runner.os, "killpg", lambda pid, sig: killed.append(sig))
+    monkeypatch.setattr(runner, "_REAP_AFTER_KILL_S", 0.01)
+    with capture_logs() as logs:
+        runner._stop(Stuck(), grace=0.01)  # type: ignore[arg-type]
+    assert killed == [signal.SIGTERM, signal.SIGKILL]
+    assert [e["event"] for e in logs] == ["command.unkillable"]

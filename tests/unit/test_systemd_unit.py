@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harmonic_installer import config, state
+from harmonic_installer import config, preflight, state
+from harmonic_installer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "harmonic-installer.service"
@@ -153,8 +154,56 @@ def test_unit_orders_after_network_and_cloud_init_and_logs_to_console() -> None:
 
 
 def test_unit_runs_the_packaged_zipapp_isolated() -> None:
-    """ExecStart runs the .deb's pyz with the system python3 in isolated mode and plain (non-rich) output."""
+    """ExecStart runs the .deb's pyz with the system python3 in isolated mode; no typer variable for the children."""
     unit = _unit_sections(UNIT.read_text())
     argv = unit["Service"]["ExecStart"].split()
     assert argv[:4] == ["/usr/bin/python3", "-I", "-S", "/usr/lib/harmonic-installer/harmonic-install.pyz"]
-    assert "TYPER_USE_RICH=0" in unit["Service"]["Environment"].split()
+    assert "TYPER_USE_RICH" not in unit["Service"]["Environment"]  # the help is plain without it (test_cli.py)
+
+
+_SPAN_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hr": 3600, "d": 86400}
+
+
+def _span_s(text: str) -> float:
+    """A systemd time span ('8h', '1h 30min', '90') in seconds."""
+    import re
+
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text):
+        total += float(number) * _SPAN_UNITS[unit or "s"]
+    return total
+
+
+def _unit_limit() -> tuple[float, float]:
+    unit = _unit_sections(UNIT.read_text())
+    env = dict(item.split("=", 1) for item in unit["Service"]["Environment"].split())
+    return _span_s(unit["Service"]["TimeoutStartSec"]), float(env["HARMONIC_RUN_TIME_LIMIT_S"])
+
+
+def test_unit_tells_the_program_its_own_time_limit() -> None:
+    """The program's run.time_limit_s (from the unit's environment) is exactly the unit's TimeoutStartSec."""
+    timeout, told = _unit_limit()
+    assert timeout == told
+    settings = config.load(environ={"HARMONIC_RUN_TIME_LIMIT_S": str(told)}, cmdline="")
+    assert settings.run_time_limit_s == timeout
+
+
+def test_unit_time_limit_holds_the_worst_case_of_the_default_settings() -> None:
+    """With the default budgets every download, dpkg and the write can use all their time before systemd acts."""
+    timeout, _ = _unit_limit()
+    settings = config.load(environ={"HARMONIC_RUN_TIME_LIMIT_S": str(timeout)}, cmdline="")
+    assert preflight.time_budget(settings).total_s <= timeout
+    preflight.check_time_budget(settings)  # does not raise
+
+
+def test_budgets_that_outgrow_the_unit_are_refused_at_start() -> None:
+    """Raising write.timeout_s past what the unit allows is exit 2 at start, with a line naming the numbers."""
+    timeout, _ = _unit_limit()
+    environ = {"HARMONIC_RUN_TIME_LIMIT_S": str(timeout), "HARMONIC_WRITE_TIMEOUT_S": str(timeout)}
+    settings = config.load(environ=environ, cmdline="")
+    with pytest.raises(ConfigError) as err:
+        preflight.check_time_budget(settings)
+    assert err.value.exit_code == 2
+    assert "write.timeout_s" in str(err.value)
+    assert "TimeoutStartSec" in str(err.value)
+    assert "\n" not in str(err.value)
