@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_identity_of_a_real_gpt_and_what_changes_it(tmp_path: Path) -> None:
-    """sfdisk's GPT is read with the kernel's PARTUUIDs; re-partitioning or wiping it breaks the record's match."""
+    """sfdisk's GPT is read with blkid's PARTUUIDs; an added partition still matches, a replaced one or a wipe not."""
     with loop_device(tmp_path, size=64 * MiB, partitions=["size=8MiB,type=uefi", ","]) as loop:
         probe = UdevDiskProbe()
         table = probe.partition_table(loop.path)
@@ -35,11 +35,16 @@ def test_identity_of_a_real_gpt_and_what_changes_it(tmp_path: Path) -> None:
         record = firmware.InstallRecord.of(release="r", iso_sha256="0" * 64, disk=info, table=table)
         assert record.mismatch(info, read_partition_table(loop.path)) is None
 
-        subprocess.run(["sgdisk", "-d", "2", "-n", "2:0:+16M", loop.path], check=True, capture_output=True)
-        changed = read_partition_table(loop.path)
-        why = record.mismatch(info, changed)
+        subprocess.run(["sfdisk", "--delete", loop.path, "2"], check=True, capture_output=True)
+        subprocess.run(["sgdisk", "-n", "2:0:+16M", "-n", "3:0:+8M", loop.path], check=True, capture_output=True)
+        why = record.mismatch(info, read_partition_table(loop.path))
         assert why is not None
-        assert "partition table changed" in why
+        assert "partitions of the install are gone" in why
+
+        subprocess.run(["sgdisk", "-o", "-n", "1:0:+8M", loop.path], check=True, capture_output=True)
+        why = record.mismatch(info, read_partition_table(loop.path))
+        assert why is not None
+        assert "another partition table" in why
 
         subprocess.run(["wipefs", "-a", loop.path], check=True, capture_output=True)
         why = record.mismatch(info, read_partition_table(loop.path))

@@ -120,6 +120,16 @@ def test_record_matches_the_same_disk_and_table() -> None:
     assert record().mismatch(disk(), TABLE) is None
 
 
+def test_a_partition_grown_or_added_by_the_installed_os_still_matches() -> None:
+    """Same table GUID and partitions, a partition grown and one added (first boot of the OS): still installed."""
+    grown = dataclasses.replace(TABLE.partitions[1], last_lba=TABLE.partitions[1].last_lba + 1000)
+    added = dataclasses.replace(TABLE.partitions[1], number=3, part_guid="99999999-0000-4000-8000-000000000000")
+    later = dataclasses.replace(TABLE, partitions=(TABLE.partitions[0], grown, added), entries_sha256="0" * 64)
+    with capture_logs() as logs:
+        assert record().mismatch(disk(), later) is None
+    assert [e["event"] for e in logs] == ["firmware.table_changed_since_install"]
+
+
 @pytest.mark.parametrize(
     ("changed", "table", "reason"),
     [
@@ -127,7 +137,8 @@ def test_record_matches_the_same_disk_and_table() -> None:
         ({"wwn": "0x1"}, TABLE, "a different disk: WWN 0x1"),
         ({"size_bytes": 1}, TABLE, "a different disk: 1 bytes"),
         ({}, None, "no partition table now"),
-        ({}, gptimage.standard(seed=8), "partition table changed"),
+        ({}, gptimage.standard(seed=8), "another partition table"),
+        ({}, dataclasses.replace(TABLE, partitions=TABLE.partitions[:1]), "partitions of the install are gone"),
     ],
 )
 def test_record_mismatch_names_the_reason(changed: dict[str, object], table: object, reason: str) -> None:

@@ -32,16 +32,22 @@ def test_reads_a_gpt() -> None:
     assert esp.number == 1
 
 
-def test_identity_changes_with_the_layout_or_the_disk_guid() -> None:
-    """Another disk GUID, or the same GUID with other entries, is another identity; the same bytes are the same."""
+def test_digest_and_guid_tell_tables_apart() -> None:
+    """Another disk GUID, or the same GUID with other entries, differs; the same bytes read the same."""
     same = _parse(gptimage.image(GUIDS[0], PARTS))
     other_guid = _parse(gptimage.image(GUIDS[3], PARTS))
     resized = _parse(gptimage.image(GUIDS[0], [PARTS[0], gptimage.Part(gptimage.LINUX, GUIDS[2], 206848, 50000)]))
     assert same is not None
     assert other_guid is not None
     assert resized is not None
-    assert same.identity == _parse(gptimage.image(GUIDS[0], PARTS)).identity  # type: ignore[union-attr]
-    assert len({same.identity, other_guid.identity, resized.identity}) == 3
+    again = _parse(gptimage.image(GUIDS[0], PARTS))
+    assert again == same
+
+    def key(t: gpt.PartitionTable) -> tuple[str, str]:
+        return (t.disk_guid, t.entries_sha256)
+
+    assert len({key(same), key(other_guid), key(resized)}) == 3
+    assert resized.disk_guid == same.disk_guid
 
 
 def test_a_corrupt_header_or_entry_array_is_no_table() -> None:
