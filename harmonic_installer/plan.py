@@ -542,9 +542,12 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
         disk_path = None
     efivars = firmware.Efivars(settings.efivars_dir)
     found = None
-    if disk_path is not None:
+    record_text = "no disk: nothing to look for"
+    if disk_path is not None and deps.geteuid() != 0:
+        record_text = "not checked: reading the disk's partition table needs root"
+    elif disk_path is not None:
         found = firmware.installed(efivars, disk, deps.disks.partition_table(disk_path), reimage=settings.reimage)
-    record_text = found.summary if found is not None else "no disk: nothing to look for"
+        record_text = found.summary
     who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
     reboot_text = {"command": " ".join(settings.reboot_command), "none": "no reboot (--no-reboot)"}.get(
         who, reboot.left_to(who)
