@@ -479,6 +479,9 @@ class _Efibootmgr:
     def set_next(self, number: int) -> None:
         self._runner.run([EFIBOOTMGR, "-n", f"{number:04X}"], env=self._env, timeout=_TOOL_TIMEOUT_S)
 
+    def delete(self, number: int) -> None:
+        self._runner.run([EFIBOOTMGR, "-b", f"{number:04X}", "-B"], env=self._env, timeout=_TOOL_TIMEOUT_S)
+
 
 class _EfivarsBoot:
     """Boot entries through efivarfs directly (no efibootmgr needed)."""
@@ -507,6 +510,9 @@ class _EfivarsBoot:
 
     def set_next(self, number: int) -> None:
         self._efivars.write("BootNext", GLOBAL_GUID, struct.pack("<H", number))
+
+    def delete(self, number: int) -> None:
+        self._efivars.delete(f"Boot{number:04X}", GLOBAL_GUID)  # ours are never in BootOrder
 
 
 def boot_next_to_disk(
@@ -539,6 +545,7 @@ def boot_next_to_disk(
                 warning = f"{disk} has no EFI system partition and no boot entry: the firmware order decides"
                 log.warning("firmware.boot_next_failed", disk=disk, reason="no boot entry and no EFI system partition")
                 return BootOutcome(None, "BootNext not set: no boot entry and no EFI system partition", warning)
+            _forget_stale(tool, entries, ours)
             tool.create(disk, esp)
             entries, order = tool.entries()
             entry = _pick(entries, order, {esp.part_guid.lower()})
@@ -557,6 +564,17 @@ def boot_next_to_disk(
         return BootOutcome(None, f"BootNext not set: {error}", f"could not set BootNext to {disk}: {error}")
     log.info("firmware.boot_next_set", entry=f"Boot{entry.number:04X}", label=entry.label, disk=disk, tool=tool.name)
     return BootOutcome(entry, f"BootNext=Boot{entry.number:04X} ({how})")
+
+
+def _forget_stale(tool: _Efibootmgr | _EfivarsBoot, entries: list[BootEntry], partuuids: set[str]) -> None:
+    """Delete the entries an earlier install of ours made for partitions that are gone (best effort)."""
+    for entry in entries:
+        if entry.label == ENTRY_LABEL and entry.partuuid is not None and entry.partuuid not in partuuids:
+            try:
+                tool.delete(entry.number)
+                log.info("firmware.boot_entry_deleted", entry=entry.describe(), reason="its partition is gone")
+            except (CommandError, OSError) as exc:
+                log.info("firmware.boot_entry_kept", entry=entry.describe(), error=str(exc))
 
 
 def _pick(entries: list[BootEntry], order: list[int], partuuids: set[str]) -> BootEntry | None:

@@ -258,15 +258,12 @@ def _run(settings: Settings, deps: Deps, steps: _Steps) -> InstallReport:
         with RunLock(settings.state_dir):
             clear_reboot_wanted(deps.reboot_marker)
             done = _install(settings, deps, steps, state)
-            who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
-            if not done.boot_wanted:
-                who = "none"
-                steps.skip("reboot", done.no_reboot_reason)
-            elif who == "command":
-                steps.outcomes.append(StepOutcome("reboot", "pending", f"{' '.join(settings.reboot_command)} (last)"))
-            else:
-                steps.skip("reboot", reboot.DISABLED if who == "none" else reboot.left_to(who))
-            if done.boot_wanted:
+            who = _plan_reboot(settings, steps, done)
+            if who == "none" and done.reboot_wanted and done.note:  # --no-reboot: BootNext is set, nothing more
+                done = dataclasses.replace(
+                    done, note=done.note.replace("; booting the disk", "; the next boot goes to the disk")
+                )
+            if done.reboot_wanted:  # the unit and the user-data reboot only on this marker
                 want_reboot(deps.reboot_marker, disk=state["disk"], release=state["release"], why=done.outcome)
     except NotATargetHost as exc:
         log.info("install.not_a_target", reason=str(exc))
@@ -298,8 +295,22 @@ class _Done:
 
     outcome: str  # installed | already-installed
     note: str | None = None
-    boot_wanted: bool = True  # a reboot now leads to the disk (or, after a write, to the firmware's order)
+    reboot_wanted: bool = True  # False when a reboot would only network-boot this installer again
     no_reboot_reason: str = ""
+
+
+def _plan_reboot(settings: Settings, steps: _Steps, done: _Done) -> str:
+    """The reboot step's line in the report, and who reboots: 'command' (finish() runs it, last), 'systemd' or
+    'cloud-init' (our caller, after we exit 0), or 'none'."""
+    who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
+    if not done.reboot_wanted:
+        steps.skip("reboot", done.no_reboot_reason)
+        return "none"
+    if who == "command":
+        steps.outcomes.append(StepOutcome("reboot", "pending", f"{' '.join(settings.reboot_command)} (last)"))
+    else:
+        steps.skip("reboot", reboot.DISABLED if who == "none" else reboot.left_to(who))
+    return who
 
 
 def _facts(state: dict[str, Any]) -> dict[str, Any]:

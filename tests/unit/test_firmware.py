@@ -234,6 +234,9 @@ class Efibootmgr:
         if argv[1] == "-n":
             self.next = argv[2]
             return 0, f"BootNext: {argv[2]}\n"
+        if argv[1] == "-b" and argv[3] == "-B":
+            self.listing = "".join(ln + "\n" for ln in self.listing.splitlines() if not ln.startswith(f"Boot{argv[2]}"))
+            return 0, self.listing
         return 2, f"efibootmgr: unexpected {argv}"
 
 
@@ -269,12 +272,19 @@ def test_creates_an_entry_for_the_esp_when_the_vendor_made_none(efivars: Efivars
 
 
 def test_an_entry_for_another_disk_is_not_used(efivars: Efivars) -> None:
-    """An HD() entry for a partition that is not on this disk (a stale install) does not count."""
-    stale = "Boot0004* Apollo\tHD(1,GPT,11111111-2222-3333-4444-555555555555,0x800,0x32000)/File(\\x.efi)\n"
+    """An HD() entry for a partition that is not on this disk does not count; only our own stale entry is deleted."""
+    gone = "11111111-2222-3333-4444-555555555555"
+    stale = (
+        f"Boot0004* Apollo\tHD(1,GPT,{gone},0x800,0x32000)/File(\\x.efi)\n"
+        f"Boot0006* Harmonic cOS\tHD(1,GPT,{gone},0x800,0x32000)/File(\\EFI\\BOOT\\BOOTX64.EFI)\n"
+    )
     tool = Efibootmgr(EFIBOOTMGR_17 + stale)
-    outcome = firmware.boot_next_to_disk(FakeRunner({"efibootmgr": tool}), efivars, "/dev/sda", TABLE, env=None)
+    runner = FakeRunner({"efibootmgr": tool})
+    outcome = firmware.boot_next_to_disk(runner, efivars, "/dev/sda", TABLE, env=None)
     assert outcome.entry is not None
     assert outcome.entry.number == 5
+    assert ("efibootmgr", "-b", "0006", "-B") in runner.calls
+    assert ("efibootmgr", "-b", "0004", "-B") not in runner.calls, "the vendor's entries are not ours to delete"
 
 
 def test_efibootmgr_failing_to_set_bootnext_is_a_warning(efivars: Efivars) -> None:
