@@ -472,7 +472,8 @@ def _boot_installed(
         return _Done(
             "already-installed", note, False, "not rebooting: a reboot would network-boot this installer again"
         )
-    with steps.step("firmware", "boot the installed disk next (UEFI BootNext)") as detail:
+    # The description travels in a MAAS `start` event, which MAAS keeps (a successful finish it drops).
+    with steps.step("firmware", f"already installed: {record.describe()}; boot the disk next (BootNext)") as detail:
         booted = firmware.boot_next_to_disk(deps.runner, efivars, disk, table, env=None)
         detail.append(booted.summary)
         if booted.entry is None:
