@@ -546,7 +546,12 @@ def boot_next_to_disk(
                 log.warning("firmware.boot_next_failed", disk=disk, reason="no boot entry and no EFI system partition")
                 return BootOutcome(None, "BootNext not set: no boot entry and no EFI system partition", warning)
             _forget_stale(tool, entries, ours)
-            tool.create(disk, esp)
+            try:
+                tool.create(disk, esp)
+            except CommandError as exc:  # e.g. efibootmgr cannot work out this disk's device path
+                log.warning("firmware.efibootmgr_create_failed", error=str(exc), instead="writing Boot#### directly")
+                tool = _EfivarsBoot(efivars)
+                tool.create(disk, esp)
             entries, order = tool.entries()
             entry = _pick(entries, order, {esp.part_guid.lower()})
             if entry is None:
@@ -558,8 +563,8 @@ def boot_next_to_disk(
         tool.set_next(entry.number)
         entries, order = tool.entries()
         log.info("firmware.boot_entries", when="after", tool=tool.name, order=_order(order), entries=_shown(entries))
-    except (CommandError, OSError) as exc:
-        error = str(exc) if isinstance(exc, CommandError) else (exc.strerror or str(exc))
+    except (CommandError, OSError, ValueError, struct.error) as exc:  # never fail the install for this
+        error = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         log.warning("firmware.boot_next_failed", disk=disk, error=error, tool=tool.name)
         return BootOutcome(None, f"BootNext not set: {error}", f"could not set BootNext to {disk}: {error}")
     log.info("firmware.boot_next_set", entry=f"Boot{entry.number:04X}", label=entry.label, disk=disk, tool=tool.name)

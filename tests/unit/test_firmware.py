@@ -302,6 +302,23 @@ def test_efibootmgr_failing_to_set_bootnext_is_a_warning(efivars: Efivars) -> No
     assert "could not set BootNext to /dev/sda" in outcome.warning
 
 
+def test_efibootmgr_unable_to_create_falls_back_to_efivarfs(efivars: Efivars) -> None:
+    """efibootmgr -C failing (a device path it cannot build): the entry is written through efivarfs instead."""
+    tool = Efibootmgr(EFIBOOTMGR_17)
+
+    def no_create(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+        if argv[1] == "-C":
+            return 2, "efibootmgr: Could not prepare Boot variable: No such file or directory"
+        return tool(argv, answer)
+
+    outcome = firmware.boot_next_to_disk(FakeRunner({"efibootmgr": no_create}), efivars, "/dev/sda", TABLE, env=None)
+    assert outcome.entry is not None
+    assert outcome.entry.label == "Harmonic cOS"
+    assert (efivars.directory / f"Boot{outcome.entry.number:04X}-{GLOBAL_GUID}").exists()
+    next_raw = (efivars.directory / f"BootNext-{GLOBAL_GUID}").read_bytes()
+    assert next_raw[4:] == struct.pack("<H", outcome.entry.number)
+
+
 # ---- boot_next_to_disk through efivarfs (no efibootmgr) ---------------------------------------------------
 
 
