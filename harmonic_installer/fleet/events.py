@@ -27,16 +27,19 @@ CREATED_FORMAT = "%a, %d %b. %Y %H:%M:%S"
 _STARTED = re.compile(r"harmonic-install (?P<version>\S+): installing Harmonic cOS")
 _STEPS = (
     ("preflight", re.compile(r"check root, the target disk")),
+    ("record", re.compile(r"look for this host's install record")),
     ("proxy", re.compile(r"decide proxy use")),
     ("download", re.compile(r"fetch and verify")),
     ("packages", re.compile(r"install the vendor packages")),
     ("write", re.compile(r"write the ISO to (?P<disk>\S+)")),
-    ("reboot", re.compile(r"reboot into Harmonic cOS")),
-)
+    ("firmware", re.compile(r"remember the install in UEFI NVRAM")),
+)  # the reboot step is not reported: it is requested after the last report (plan.finish)
 _PROGRESS = re.compile(
     r"downloading (?P<label>.+?): [\d,.]+ (?:MiB|bytes)(?: of [\d,.]+ (?:MiB|bytes) \((?P<pct>\d+)%\))?"
 )
 _INSTALLED = re.compile(r"Harmonic cOS (?:(?P<release>\S+) )?installed on (?P<disk>\S+)")
+# A later boot of an installed machine (a MAAS power-on): the firmware step's start says so, and nothing is written.
+_ALREADY = re.compile(r"already installed: release (?P<release>\S+) on (?P<disk>\S+)")
 _FINAL_FAIL = re.compile(
     r"(?P<outcome>FAILED|INTERRUPTED)(?: at step (?P<step>\S+))?: (?P<cause>.*?)(?: \(exit (?P<exit>\d+)\)|$)"
 )
@@ -125,7 +128,7 @@ def classify(event: Event) -> Signal | None:  # noqa: PLR0911 - one return per k
     text = event.description[len(PREFIX) :].strip()
     if event.failure:
         return _failure(text)
-    installed = _INSTALLED.fullmatch(text)
+    installed = _INSTALLED.fullmatch(text) or _ALREADY.match(text)
     if installed:
         return Signal("installed", text=text, release=installed.group("release") or "", disk=installed.group("disk"))
     progress = _PROGRESS.match(text)

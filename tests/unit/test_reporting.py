@@ -323,7 +323,7 @@ def test_slow_maas_never_holds_the_run_beyond_the_flush_timeout(maas: MaasServer
     stats = rep.close()
     assert time.monotonic() - started < 1.6
     assert stats.sent == 0
-    assert stats.dropped == stats.submitted == 16
+    assert stats.dropped == stats.submitted == 2 * len(plan.STEPS) + 2 + 2  # steps, the parent, installed
 
 
 def test_closed_reporter_ignores_late_events(maas: MaasServer) -> None:
@@ -421,7 +421,9 @@ def test_plan_run_reports_every_step_to_maas(maas: MaasServer, site: Site, tmp_p
     assert result.exit_code == 0, result.error
     maas.assert_well_formed()
     steps = [name for kind, name, _ in maas.names() if kind == "start" and name.count("/") == 1]
-    assert steps == [f"{PARENT}/{s}" for s in (*plan.STEPS, "installed")]
+    assert steps == [
+        f"{PARENT}/{s}" for s in (*plan.STEPS, "installed") if s != "reboot"
+    ]  # the reboot comes after the flush
 
 
 def test_success_is_a_start_event_maas_logs_for_a_deployed_node(maas: MaasServer) -> None:
@@ -511,6 +513,7 @@ def _factory(world_dpkg_rc: int, tmp_path: Path) -> cli.DepsFactory:
         environ={"PATH": f"{bindir}:/usr/bin:/bin"},
         geteuid=lambda: 0,
         sleep=lambda s: None,
+        reboot_marker=tmp_path / "reboot-wanted",
     )
 
 
@@ -650,3 +653,22 @@ def test_start_passes_server_ca_file_to_the_reporter(tmp_path: Path, tls_cert: t
         rep.step_started("preflight", "check")
         rep.close()
         assert [n for _, n, _ in server.names()] == [PARENT, f"{PARENT}/preflight"]
+
+
+def test_warning_is_a_start_event_under_the_open_step(maas: MaasServer) -> None:
+    """A run warning (e.g. no UEFI: a network boot will re-image) is a start event MAAS keeps, nested in its step."""
+    rep = reporter_for(maas)
+    rep.step_started("record", "look for the install record")
+    rep.warning("no UEFI firmware: a later network boot will image this disk again")
+    rep.step_finished("record", "ok", "no record")
+    rep.run_finished(report("already-installed", note="already installed: release X on /dev/sda; booting the disk"))
+    rep.close()
+    maas.assert_well_formed()
+    events = maas.received()
+    warning = [e for e in events if e["name"] == f"{PARENT}/record/warning" and e["event_type"] == "start"]
+    assert len(warning) == 1
+    assert warning[0]["description"].startswith("WARNING: no UEFI firmware")
+    assert (events[-1]["result"], events[-1]["description"]) == (
+        "SUCCESS",
+        "already installed: release X on /dev/sda; booting the disk",
+    )
