@@ -35,8 +35,9 @@ import httpx
 import structlog
 import tenacity
 
-from harmonic_installer import __version__
+from harmonic_installer import __version__, download_http
 from harmonic_installer.config import Settings, redact_url
+from harmonic_installer.download_http import ClientPool, Exchange
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
 from harmonic_installer.proxy import ProxyConfig
 from harmonic_installer.runner import Runner
@@ -207,6 +208,7 @@ class _Transfer:
     part_name: str | None = None  # the server-revealed name recorded in the sidecar of a resumed .part
     checked_existing: set[str] = field(default_factory=set)
     warned_no_validator: bool = False
+    exchange: Exchange = field(default_factory=Exchange)
 
     @property
     def final(self) -> Path:
@@ -295,7 +297,7 @@ class Downloader:
         if self._bar is not None:
             self._sinks.append((self._bar, 0.25))
         self._disk_free = disk_free or (lambda path: shutil.disk_usage(path).free)
-        self._clients: dict[str | None, httpx.Client] = {}
+        self._pool = ClientPool(proxy.proxy_for, self._new_client)
         self._sums: dict[str, _Sums] = {}
         self._ssl: ssl.SSLContext | None = None
 
@@ -309,9 +311,7 @@ class Downloader:
 
     def close(self) -> None:
         """Close every HTTP client."""
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        self._pool.close()
 
     # -- public ---------------------------------------------------------------------------------------------
 
@@ -362,7 +362,7 @@ class Downloader:
                 return self._verified(t, t.final, digest, t.size, reused=False, rename_from=t.part)
             except ChecksumError as exc:
                 _discard(t.part, t.meta)
-                self._drop_client(spec.url)  # the second copy comes over a fresh connection
+                self._pool.drop(spec.url)  # the second copy comes over a fresh connection
                 t.lg.warning(
                     "download.checksum_mismatch",
                     expected=t.expected.sha256,
@@ -601,7 +601,7 @@ class Downloader:
         offset, validator = self._resume_point(t)
         headers = {"Range": f"bytes={offset}-", "If-Range": validator} if offset and validator else {}
         try:
-            with self._client(t.spec.url).stream("GET", t.spec.url, headers=headers) as resp:
+            with download_http.get(self._pool, t.spec.url, headers=headers, exchange=t.exchange) as resp:
                 self._receive(t, resp, offset if headers else 0, deadline)
         except _RETRY_TRANSPORT_ERRORS as exc:
             if _is_tls_failure(exc):
@@ -840,7 +840,7 @@ class Downloader:
 
         def once() -> bytes | None:
             try:
-                with self._client(url).stream("GET", url) as resp:
+                with download_http.get(self._pool, url) as resp:
                     if resp.status_code in (404, 410):
                         return None
                     if resp.status_code in RETRY_STATUSES:
@@ -878,32 +878,23 @@ class Downloader:
             ) from exc
         return result
 
-    def _drop_client(self, url: str) -> None:
-        client = self._clients.pop(self._proxy.proxy_for(url), None)
-        if client is not None:
-            client.close()
-
-    def _client(self, url: str) -> httpx.Client:
-        proxy = self._proxy.proxy_for(url)
-        client = self._clients.get(proxy)
-        if client is None:
-            if self._ssl is None:
-                cafile = str(self._policy.ca_file) if self._policy.ca_file else None
-                self._ssl = ssl.create_default_context(cafile=cafile)
-            p = self._policy
-            client = httpx.Client(
-                trust_env=False,
-                proxy=proxy,
-                verify=self._ssl,
-                timeout=httpx.Timeout(
-                    connect=p.connect_timeout_s, read=p.read_timeout_s, write=p.read_timeout_s, pool=p.connect_timeout_s
-                ),
-                headers={"Accept-Encoding": "identity", "User-Agent": f"harmonic-installer/{__version__}"},
-                follow_redirects=True,
-                transport=self._transport,
-            )
-            self._clients[proxy] = client
-        return client
+    def _new_client(self, proxy: str | None) -> httpx.Client:
+        """An HTTP client for one proxy decision (redirects are followed by download_http, hop by hop)."""
+        if self._ssl is None:
+            cafile = str(self._policy.ca_file) if self._policy.ca_file else None
+            self._ssl = ssl.create_default_context(cafile=cafile)
+        p = self._policy
+        return httpx.Client(
+            trust_env=False,
+            proxy=proxy,
+            verify=self._ssl,
+            timeout=httpx.Timeout(
+                connect=p.connect_timeout_s, read=p.read_timeout_s, write=p.read_timeout_s, pool=p.connect_timeout_s
+            ),
+            headers={"Accept-Encoding": "identity", "User-Agent": f"harmonic-installer/{__version__}"},
+            follow_redirects=False,
+            transport=self._transport,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
