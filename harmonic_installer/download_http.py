@@ -157,9 +157,9 @@ def _send(pool: ClientPool, method: str, url: str, headers: dict[str, str], exch
         exchange.new_connections += _NEW_CONNECTION in events
         exchange.last_status = resp.status_code
         proxy = pool.proxy_for(url)
-        if resp.status_code == 407 and proxy is not None:
+        if proxy is not None and (resp.status_code == 407 or (resp.status_code == 401 and _has_credentials(proxy))):
             resp.close()
-            raise _proxy_auth(url, proxy)
+            raise _proxy_auth(url, proxy, resp.status_code)
         return resp
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -183,13 +183,25 @@ def _no_reply(exc: httpx.HTTPError) -> bool:
     return True
 
 
-def _proxy_auth(url: str, proxy: str | None) -> DownloadError:
+def _has_credentials(proxy: str) -> bool:
+    parts = urlsplit(proxy)
+    return parts.username is not None or parts.password is not None
+
+
+def _proxy_auth(url: str, proxy: str | None, status: int = 407) -> DownloadError:
+    """A refusal of the proxy credentials (407; or 401, which tinyproxy answers to a wrong password)."""
     shown = _shown(proxy)
+    said = (
+        f"the proxy {shown} answered 407 Proxy Authentication Required"
+        if status == 407
+        else f"401 Unauthorized came back through the proxy {shown}, which rejects a wrong password that way "
+        "(tinyproxy does)"
+    )
     return DownloadError(
-        f"downloading {redact_url(url)}: the proxy {shown} answered 407 Proxy Authentication Required; "
-        "check the user:password in proxy.url (http://user:password@host:port), or add the server to "
-        "proxy.no_proxy if it should be reached directly; not retried",
-        f"proxy {shown}",
+        f"downloading {redact_url(url)}: {said}; check the user:password in proxy.url "
+        "(http://user:password@host:port), or list the server in proxy.no_proxy if it is to be reached "
+        "directly; not retried",
+        f"proxy {shown}, status {status}",
     )
 
 
