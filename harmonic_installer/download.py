@@ -39,6 +39,7 @@ from harmonic_installer import __version__, download_http
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.download_http import ClientPool, Exchange
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
+from harmonic_installer.names import is_plain_name
 from harmonic_installer.proxy import ProxyConfig
 from harmonic_installer.runner import Runner
 
@@ -61,8 +62,6 @@ _SEAL = object()  # only _verified() holds it: no VerifiedArtifact without a che
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 _RETRY_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
-_MAX_NAME = 255
 _SUMS_LINE = re.compile(r"([0-9A-Fa-f]{64}) ([ *])(.+)")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RELEASE = re.compile(r"^APOLLO_PLATFORM-(.+)\.iso$")
@@ -85,9 +84,12 @@ class ArtifactSpec:
     sums_url: str | None = None
     adopt_server_name: bool = False
     label: str = ""
+    # Called with the file's total size as soon as the response headers announce it, before any body byte is
+    # read; raises to refuse the file (the ISO on a disk too small for it: PreflightError, exit 3).
+    size_check: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not _is_safe_name(self.filename):
+        if not is_plain_name(self.filename):
             raise ValueError(f"ArtifactSpec.filename {self.filename!r} is not a plain file name")
         if self.sha256 is not None and not _HEX64.fullmatch(self.sha256.lower()):
             raise ValueError("ArtifactSpec.sha256 must be 64 hexadecimal digits")
@@ -542,7 +544,7 @@ class Downloader:
     def _name_from_sums(self, t: _Transfer, digest: str, sums: dict[str, str]) -> Path | None:
         """For 'latest' served without a name: the one other entry in SHA256SUMS with the same digest."""
         suffix = Path(t.spec.filename).suffix
-        names = [n for n, d in sums.items() if d == digest and n.endswith(suffix) and _is_safe_name(n)]
+        names = [n for n, d in sums.items() if d == digest and n.endswith(suffix) and is_plain_name(n)]
         if len(names) != 1:
             return None
         t.lg.info("download.server_name", name=names[0], source="SHA256SUMS entry with the same digest")
@@ -668,6 +670,8 @@ class Downloader:
                 t.lg.info("download.restarted", discarded=offset, reason="the server sent the whole file (200)")
             reclaimed, offset, total, hasher = offset, 0, _content_length(resp), hashlib.sha256()
         remaining = None if total is None else total - offset
+        if total is not None and t.spec.size_check is not None:
+            t.spec.size_check(total)
         self._check_space(t, remaining, total, reclaimed)
         if status == 200:
             self._write_meta(t, resp, total)
@@ -707,7 +711,7 @@ class Downloader:
             problem = None
             if "/" in name or "\\" in name:
                 problem = "carries a path (a plain file name was expected; nothing of it is used)"
-            elif not _is_safe_name(name):
+            elif not is_plain_name(name):
                 problem = "not a plain file name"
             elif suffix and not name.endswith(suffix):
                 problem = f"does not end in {suffix}"
@@ -722,7 +726,7 @@ class Downloader:
                 reason=problem,
                 fallback=t.spec.filename,
             )
-        if not offered and t.part_name and t.part_name.endswith(suffix) and _is_safe_name(t.part_name):
+        if not offered and t.part_name and t.part_name.endswith(suffix) and is_plain_name(t.part_name):
             # Resuming: the server named the file when this .part was started (the validator vouches for it).
             if t.part_name != t.name:
                 t.lg.info("download.server_name", name=t.part_name, source="the partial download's sidecar")
@@ -1070,22 +1074,17 @@ class ProgressBar:
 # Helpers.
 
 
-def _is_safe_name(name: str) -> bool:
-    return len(name) <= _MAX_NAME and bool(_SAFE_NAME.match(name)) and ".." not in name and "\n" not in name
-
-
 def _parse_sums(body: bytes, shown: str) -> dict[str, str]:
-    """Strictly parse `sha256sum` output: '<64 hex> <space or *><plain name>' per line."""
+    """Strictly parse `sha256sum` output: '<64 hex> <space or *><plain name>' per line, LF or CRLF."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise DownloadError(f"verifying {shown}: not UTF-8 text; not a checksum file") from None
     entries: dict[str, str] = {}
-    for number, line in enumerate(text.split("\n"), 1):
+    # CRLF (written on Windows): the CR ends the line; a second one, or one inside the line, does not.
+    for number, line in enumerate((raw.removesuffix("\r") for raw in text.split("\n")), 1):
         if not line.strip():
             continue
-        if line.endswith("\r"):
-            raise DownloadError(f"verifying {shown}: line {number} ends with CR (Windows line endings)")
         match = _SUMS_LINE.fullmatch(line)
         if match is None:
             raise DownloadError(

@@ -205,7 +205,10 @@ def test_allow_unverified_downloads_with_a_warning(srv: ScriptedServer, tmp_path
         (f"{SHA}  dir/a.deb\n", "line 1 names 'dir/a.deb'"),
         (f"{SHA}  a..deb\n", "not a plain file name"),
         (f"{SHA}  a.deb\n{SHA}  a.deb\n", "line 2 lists 'a.deb' a second time"),
-        (f"{SHA}  a.deb\r\n", "line 1 ends with CR"),
+        (f"{SHA}  a.deb\r\r\n", "line 1 names 'a.deb\\r', which is not a plain file name"),
+        (f"{SHA}  a\r.deb\r\n", "line 1 names 'a\\r.deb'"),
+        (f"{SHA}\r  a.deb\r\n", "line 1 is malformed"),
+        (f"{SHA}  a.deb\r\n{SHA}  a.deb\n", "line 2 lists 'a.deb' a second time"),
     ],
 )
 def test_malformed_sha256sums_is_rejected(
@@ -219,6 +222,18 @@ def test_malformed_sha256sums_is_rejected(
     assert problem in str(err.value)
     assert f"{srv.url}/p/SHA256SUMS" in str(err.value)
     assert srv.hits("/p/a.deb") == []
+
+
+def test_sha256sums_with_windows_line_endings_is_accepted(
+    srv: ScriptedServer, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A CR before each newline (a file written on Windows) is a line ending, not part of the name."""
+    srv.add("/p/SHA256SUMS", (sums_line("b.deb", b"other") + sums_line("a.deb")).replace("\n", "\r\n").encode())
+    srv.add("/p/a.deb", CONTENT)
+    with downloader(clock) as dl:
+        art = dl.fetch(spec_for(srv, tmp_path))
+    assert art.checksum_source == SOURCE_SUMS
+    assert art.sha256 == SHA
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1041,3 +1056,26 @@ def test_keyring_without_runner_is_a_programming_error() -> None:
     """A Downloader with a keyring but no runner cannot be built."""
     with pytest.raises(ValueError, match="runner"):
         Downloader(policy(keyring=Path("/k.gpg")), Direct())
+
+
+def test_size_check_refuses_the_file_from_its_headers_before_the_body(
+    srv: ScriptedServer, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The announced size goes to the spec's size_check before any body byte: a refusal leaves no .part behind."""
+    from harmonic_installer.errors import PreflightError
+
+    srv.add("/p/a.deb", CONTENT)
+    seen: list[int] = []
+
+    def too_big(size: int) -> None:
+        seen.append(size)
+        raise PreflightError(f"disk too small for {size}")
+
+    spec = ArtifactSpec(
+        url=f"{srv.url}/p/a.deb", dest_dir=tmp_path / "dest", filename="a.deb", sha256=SHA, size_check=too_big
+    )
+    with downloader(clock) as dl, pytest.raises(PreflightError):
+        dl.fetch(spec)
+    assert seen == [len(CONTENT)]
+    assert list((tmp_path / "dest").iterdir()) == []
+    assert len(srv.requests) == 1
