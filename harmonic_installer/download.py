@@ -22,6 +22,7 @@ import ssl
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -912,6 +913,47 @@ class _Sink:
     next_at: float = 0.0
 
 
+class StallWindow:
+    """The rate over the last `length` seconds, from samples taken every length/20 s (a sliding window).
+
+    A transfer that turns into a trickle is caught `length` seconds after it slowed down, whatever came before:
+    with back-to-back windows, a fast start hid the trickle until the end of the next window (up to twice
+    `length`). The rate is measured over at least 95 % of the window.
+    """
+
+    __slots__ = ("_samples", "_step", "length", "min_rate", "next_at")
+
+    def __init__(self, length: float, min_rate: int) -> None:
+        self.length = length
+        self.min_rate = min_rate
+        self._step = length / 20
+        self._samples: deque[tuple[float, int]] = deque()
+        self.next_at = float("inf")
+
+    def start(self, now: float, done: int) -> None:
+        """Begin measuring at `now` with `done` bytes already there."""
+        self._samples.clear()
+        self._samples.append((now, done))
+        self.next_at = now + self._step if self.min_rate else float("inf")
+
+    def sample(self, now: float, done: int) -> tuple[float, float, int] | None:
+        """Record a sample when one is due; (rate, seconds measured, bytes) when the rate is below the minimum."""
+        if not self.min_rate or now < self.next_at:
+            return None
+        self.next_at = now + self._step
+        self._samples.append((now, done))
+        horizon = now - self.length
+        while self._samples[0][0] < horizon:
+            self._samples.popleft()
+        t0, d0 = self._samples[0]
+        span = now - t0
+        if span < self.length - self._step:
+            return None
+        got = done - d0
+        rate = got / max(span, 1e-9)
+        return (rate, span, got) if rate < self.min_rate else None
+
+
 class _Meter:
     """Stall detection, the wall-time budget and progress reports, consulted only every so often."""
 
@@ -931,9 +973,7 @@ class _Meter:
         "_started",
         "_total",
         "_url_shown",
-        "_win_bytes",
-        "_win_len",
-        "_win_start",
+        "_window",
     )
 
     def __init__(
@@ -956,13 +996,11 @@ class _Meter:
         self._quiet_logs = quiet_logs
         self._log_interval = policy.progress_interval_s
         self._min_rate = policy.stall_min_rate
-        self._win_len = policy.stall_window_s
+        self._window = StallWindow(policy.stall_window_s, policy.stall_min_rate)
         self._deadline = deadline
         self._offset = offset
         self._total = total
         self._started = 0.0
-        self._win_start = 0.0
-        self._win_bytes = offset
         self._next_log = 0.0
         self._last_log = 0.0
         self._last_pct = 0
@@ -970,7 +1008,8 @@ class _Meter:
     def start(self) -> tuple[float, int]:
         """Begin timing; returns (clock time, bytes received) at which `check` must next be called."""
         now = self._clock()
-        self._started = self._win_start = self._last_log = now
+        self._started = self._last_log = now
+        self._window.start(now, self._offset)
         self._next_log = now + self._log_interval
         self._last_pct = self._pct(self._offset) // 10 * 10
         return self._schedule(self._offset)
@@ -979,7 +1018,7 @@ class _Meter:
         return int(done * 100 // self._total) if self._total else 0
 
     def _schedule(self, done: int) -> tuple[float, int]:
-        check_at = min(self._next_log, self._win_start + self._win_len, self._deadline)
+        check_at = min(self._next_log, self._window.next_at, self._deadline)
         for sink in self._sinks:
             check_at = min(check_at, sink.next_at)
         next_mark = -(-(self._last_pct + 10) * self._total // 100) if self._total else 1 << 62
@@ -993,14 +1032,22 @@ class _Meter:
                 f"{_human(self._total) if self._total else 'unknown'} (download.max_time_s); "
                 "a re-run continues from there"
             )
-        if now >= self._win_start + self._win_len:
-            rate = (done - self._win_bytes) / max(now - self._win_start, 1e-9)
-            if self._min_rate and rate < self._min_rate:
-                raise _Transient(
-                    f"stalled: {rate:.0f} B/s for {now - self._win_start:.0f} s, below {self._min_rate} B/s "
-                    f"(download.stall_min_rate, download.stall_window_s)"
-                )
-            self._win_start, self._win_bytes = now, done
+        stalled = self._window.sample(now, done)
+        if stalled is not None:
+            rate, span, got = stalled
+            self._lg.warning(
+                "download.stalled",
+                rate_bytes_s=round(rate, 1),
+                measured_over_s=round(span, 1),
+                bytes_in_window=got,
+                min_rate=self._min_rate,
+                window_s=self._window.length,
+                done_bytes=done,
+            )
+            raise _Transient(
+                f"stalled: {rate:.0f} B/s ({got} bytes) over the last {span:.0f} s, below {self._min_rate} B/s "
+                f"(download.stall_min_rate, download.stall_window_s={self._window.length:g})"
+            )
         pct = self._pct(done)
         if pct >= self._last_pct + 10:
             self._last_pct = pct // 10 * 10

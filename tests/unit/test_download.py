@@ -1079,3 +1079,37 @@ def test_size_check_refuses_the_file_from_its_headers_before_the_body(
     assert seen == [len(CONTENT)]
     assert list((tmp_path / "dest").iterdir()) == []
     assert len(srv.requests) == 1
+
+
+def test_trickle_after_a_fast_start_is_caught_within_the_stall_window(tmp_path: Path, clock: FakeClock) -> None:
+    """10 MiB fast, then 64 B/s: aborted no later than stall_window_s after the slowdown, the measurement logged."""
+    fast, slow = [b"f" * 65536] * 160, [b"s" * 64] * 400
+    marks: dict[str, float] = {}
+
+    def tick() -> None:
+        sent = marks.setdefault("sent", 0) + 1
+        marks["sent"] = sent
+        if sent <= len(fast):
+            clock.now += 0.01
+        else:
+            marks.setdefault("trickle_from", clock.now)
+            clock.now += 1.0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        total = 65536 * len(fast) + 64 * len(slow)
+        headers = {"ETag": '"v1"', "Content-Length": str(total)}
+        return httpx.Response(200, headers=headers, stream=stream_response([*fast, *slow], {}, tick))
+
+    pol = policy(attempts=1, stall_min_rate=1024, stall_window_s=60.0, max_time_s=3600.0)
+    spec = ArtifactSpec(url="http://127.0.0.1/big.iso", dest_dir=tmp_path, filename="big.iso", sha256=SHA)
+    with (
+        capture_logs() as logs,
+        downloader(clock, pol=pol, transport=httpx.MockTransport(handler)) as dl,
+        pytest.raises(DownloadError, match="stalled"),
+    ):
+        dl.fetch(spec)
+    [stalled] = events(logs, "download.stalled")
+    assert clock.now - marks["trickle_from"] <= 61.0
+    assert stalled["rate_bytes_s"] < 1024
+    assert 57.0 <= stalled["measured_over_s"] <= 60.0
+    assert stalled["window_s"] == 60.0
