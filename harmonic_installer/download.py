@@ -39,6 +39,7 @@ import tenacity
 from harmonic_installer import __version__, download_http
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.download_http import ClientPool, Exchange
+from harmonic_installer.download_verdict import gave_up
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
 from harmonic_installer.names import is_plain_name
 from harmonic_installer.proxy import ProxyConfig
@@ -212,6 +213,7 @@ class _Transfer:
     checked_existing: set[str] = field(default_factory=set)
     warned_no_validator: bool = False
     exchange: Exchange = field(default_factory=Exchange)
+    failures: list[str] = field(default_factory=list)  # the reason of each failed attempt, oldest first
 
     @property
     def final(self) -> Path:
@@ -588,16 +590,27 @@ class Downloader:
         started = self._clock()
         counter = [0]
         deadline = started + self._policy.max_time_s
+        t.failures.clear()
+        t.exchange = Exchange()
         try:
             for attempt in self._retrying(t.lg, counter):
                 with attempt:
                     t.attempts += 1
-                    self._attempt(t, deadline)
+                    try:
+                        self._attempt(t, deadline)
+                    except _Transient as exc:
+                        t.failures.append(exc.reason)
+                        raise
         except _Transient as exc:
             raise DownloadError(
-                f"downloading {t.url_shown}: {exc.reason}; gave up after {counter[0]} attempts in "
-                f"{self._clock() - started:.0f} s (download.attempts={self._policy.attempts}, "
-                f"download.max_time_s={self._policy.max_time_s:g})"
+                gave_up(
+                    t.url_shown,
+                    t.failures,
+                    t.exchange,
+                    elapsed_s=self._clock() - started,
+                    proxy=self._proxy.proxy_for(t.spec.url),
+                    budget=self._budget(),
+                )
             ) from exc
 
     def _attempt(self, t: _Transfer, deadline: float) -> None:
@@ -842,10 +855,12 @@ class Downloader:
         limit = self._policy.sums_max_bytes
         started = self._clock()
         counter = [0]
+        failures: list[str] = []
+        exchange = Exchange()
 
         def once() -> bytes | None:
             try:
-                with download_http.get(self._pool, url) as resp:
+                with download_http.get(self._pool, url, exchange=exchange) as resp:
                     if resp.status_code in (404, 410):
                         return None
                     if resp.status_code in RETRY_STATUSES:
@@ -874,14 +889,30 @@ class Downloader:
             except httpx.HTTPError as exc:
                 raise DownloadError(f"downloading {shown}: {type(exc).__name__}: {exc}") from exc
 
+        def counted() -> bytes | None:
+            try:
+                return once()
+            except _Transient as exc:
+                failures.append(exc.reason)
+                raise
+
         try:
-            result: bytes | None = self._retrying(log.bind(url=shown), counter)(once)
+            result: bytes | None = self._retrying(log.bind(url=shown), counter)(counted)
         except _Transient as exc:
             raise DownloadError(
-                f"downloading {shown}: {exc.reason}; gave up after {counter[0]} attempts in "
-                f"{self._clock() - started:.0f} s"
+                gave_up(
+                    shown,
+                    failures,
+                    exchange,
+                    elapsed_s=self._clock() - started,
+                    proxy=self._proxy.proxy_for(url),
+                    budget=self._budget(),
+                )
             ) from exc
         return result
+
+    def _budget(self) -> str:
+        return f"download.attempts={self._policy.attempts}, download.max_time_s={self._policy.max_time_s:g}"
 
     def _new_client(self, proxy: str | None) -> httpx.Client:
         """An HTTP client for one proxy decision (redirects are followed by download_http, hop by hop)."""

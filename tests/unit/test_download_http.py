@@ -211,3 +211,46 @@ def test_redirect_loop_fails_at_once(srv: ScriptedServer, tmp_path: Path) -> Non
         dl.fetch(spec)
     assert "redirect loop" in str(err.value)
     assert len(srv.requests) == 2
+
+
+def test_identical_failures_on_new_connections_are_blamed_on_the_server(srv: ScriptedServer, tmp_path: Path) -> None:
+    """The same 503 on every attempt: the final line says what was tried, on how many connections, the last
+    status, and that it is the server's problem, not a flaky network."""
+    srv.add("/a.deb", b"", script=[Reply(status=503, body=b"busy\n", headers={"Connection": "close"})] * 3)
+    spec = ArtifactSpec(url=f"{srv.url}/a.deb", dest_dir=tmp_path, filename="a.deb", sha256=SHA)
+    clock = FakeClock()
+    with (
+        Downloader(policy(attempts=3), direct(), clock=clock, sleep=clock.sleep) as dl,
+        pytest.raises(DownloadError) as err,
+    ):
+        dl.fetch(spec)
+    line = str(err.value)
+    assert "gave up after 3 attempts on 3 new connections" in line
+    assert "last HTTP status 503" in line
+    assert "not a flaky network" in line
+    assert "web server" in line
+
+
+def test_varied_failures_are_blamed_on_the_network(srv: ScriptedServer, tmp_path: Path) -> None:
+    """A 503, then a cut body, then a 502: the final line says the failures varied and points at the network."""
+    srv.add(
+        "/a.deb",
+        CONTENT,
+        script=[
+            Reply(status=503, body=b"busy\n"),
+            Reply(cut_after=1000, headers={"ETag": '"v"'}),
+            Reply(status=502, body=b"bad gateway\n"),
+        ],
+    )
+    spec = ArtifactSpec(url=f"{srv.url}/a.deb", dest_dir=tmp_path, filename="a.deb", sha256=SHA)
+    clock = FakeClock()
+    with (
+        Downloader(policy(attempts=3), direct(), clock=clock, sleep=clock.sleep) as dl,
+        pytest.raises(DownloadError) as err,
+    ):
+        dl.fetch(spec)
+    line = str(err.value)
+    assert "gave up after 3 attempts" in line
+    assert "last HTTP status 502" in line
+    assert "the failures varied" in line
+    assert "network" in line
