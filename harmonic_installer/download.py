@@ -974,15 +974,19 @@ class StallWindow:
         self.next_at = now + self._step
         self._samples.append((now, done))
         horizon = now - self.length
-        while self._samples[0][0] < horizon:
-            self._samples.popleft()
-        t0, d0 = self._samples[0]
-        span = now - t0
-        if span < self.length - self._step:
+        while len(self._samples) > 2 and self._samples[1][0] <= horizon:
+            self._samples.popleft()  # keep the newest sample at or before the horizon, if there is one
+        # The tightest base first (within the window), then the one just before it (bytes arrive in bursts).
+        for t0, d0 in (self._samples[1], self._samples[0]) if len(self._samples) > 2 else (self._samples[0],):
+            span = now - t0
+            if span < self.length - self._step:
+                continue
+            got = done - d0
+            rate = got / max(span, 1e-9)
+            if rate < self.min_rate:
+                return rate, span, got
             return None
-        got = done - d0
-        rate = got / max(span, 1e-9)
-        return (rate, span, got) if rate < self.min_rate else None
+        return None
 
 
 class _Meter:

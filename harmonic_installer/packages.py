@@ -125,7 +125,7 @@ def dpkg_failure(output: str) -> str | None:
             reason.append(follow.strip())
         shown = Path(name).name if kind == "archive" else f"package {name}"
         specific = [c for c in causes if not _GENERIC_CAUSE.search(c)] or causes
-        parts = [*specific[:1], " ".join(reason)[:300]]
+        parts = [c.replace(name, shown) for c in specific[:1]] + [" ".join(reason)]
         failures.append(f"{shown}: " + "; ".join(p[:300] for p in parts if p))
         causes = []
     if not failures:

@@ -101,6 +101,7 @@ def test_a_deb_dpkg_cannot_unpack_is_named_with_dpkg_debs_reason(tmp_path: Path)
     line = str(err.value)
     assert err.value.exit_code == ExitCode.PACKAGES
     assert line.startswith(f"dpkg could not install {bad.name}: dpkg-deb")
+    assert str(tmp_path) not in line.split(";", maxsplit=1)[0]
     assert "compressed data is corrupt" in line
     assert "Errors were encountered" not in line
     assert "\n" not in line
