@@ -234,3 +234,43 @@ def test_checksum_file_with_windows_line_endings_is_accepted(tmp_path: Path, fai
         case.check("no traceback", no_traceback(run), run.explain())
         case.check("disk unchanged", digest(loop.path, loop.size) == before)
         case.check("no package installed", host.tripped() == "", host.tripped())
+
+
+@pytest.mark.parametrize(
+    ("name", "credentials", "status"),
+    [
+        ("proxy without its password", "", "407 Proxy Authentication Required"),
+        ("proxy with a wrong password", "ops:Wr0ngPw@", "401 Unauthorized"),
+    ],
+)
+def test_proxy_refusing_the_credentials(
+    tmp_path: Path, failsafe: Recorder, name: str, credentials: str, status: str
+) -> None:
+    """tinyproxy with BasicAuth refuses the request: exit 4 at once, one line naming the proxy (no password)."""
+    from tests.e2e.proxy import tinyproxy
+
+    case = failsafe.case("bad input", name, injected=f"-p through tinyproxy with BasicAuth, {status}", expect_exit=4)
+    host = Host(tmp_path)
+    with (
+        serve(standard_files(ISO)) as site,
+        tinyproxy(tmp_path / "proxy", allow=("127.0.0.1",), basic_auth=("ops", "right")) as proxy,
+        patterned_disk(tmp_path / "disk", 8 * MiB) as loop,
+    ):
+        before = digest(loop.path, loop.size)
+        proxy_url = f"http://{credentials}{proxy.host}:{proxy.port}"
+        run = host.run(
+            ["-p", *install_args(site, loop.path), *host.dirs(), "--proxy-url", proxy_url, "--no-proxy", "localhost"]
+        )
+        case.exit(run.returncode, run.explain())
+        line = one_line(run) or ""
+        case.check(
+            "one-line message naming the proxy and the status",
+            f"{proxy.host}:{proxy.port}" in line and status in line,
+            line,
+        )
+        case.check("says what to check", "proxy.url" in line, line)
+        case.check("password not shown", "Wr0ngPw" not in run.stdout + run.stderr, line)
+        case.check("not retried", len(proxy.requests()) == 1, str(proxy.requests()))
+        case.check("no traceback", no_traceback(run), run.explain())
+        case.check("disk unchanged", digest(loop.path, loop.size) == before)
+        case.check("no package installed", host.tripped() == "", host.tripped())
