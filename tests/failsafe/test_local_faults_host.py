@@ -18,6 +18,7 @@ import pytest
 from tests.failsafe.harness import Host, Run, digest, no_traceback, one_line, patterned_disk
 from tests.failsafe.recorder import Recorder
 from tests.failsafe.webserver import ISO_NAME, File, install_args, serve, standard_files
+from tests.support.faults import Reply, ScriptedServer
 from tests.support.loopdev import MiB
 
 pytestmark = pytest.mark.integration
@@ -276,5 +277,42 @@ def test_files_left_by_a_crash_are_reverified(tmp_path: Path, failsafe: Recorder
         case.check("the damaged file was fetched again", len(refetched) >= 1, str(site.requests))
         if ".part" not in how:
             case.check("the mismatch was logged", bool(_events(run, "download.existing_mismatch")), run.explain())
+        case.check("disk unchanged", digest(loop.path, loop.size) == before)
+        case.check("no package installed", host.tripped() == "", host.tripped())
+
+
+FAILURE_PATTERNS = [
+    (
+        "the same 503 on every attempt",
+        [Reply(status=503, body=b"busy\n", headers={"Connection": "close"})] * 3,
+        ("every attempt failed the same way", "not a flaky network", "last HTTP status 503", "new connections"),
+    ),
+    (
+        "a different failure on each attempt",
+        [Reply(status=503, body=b"busy\n"), Reply(cut_after=5000), Reply(status=502, body=b"bad gateway\n")],
+        ("the failures varied", "network team", "last HTTP status 502"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "script", "says"), FAILURE_PATTERNS, ids=[p[0] for p in FAILURE_PATTERNS])
+def test_final_line_tells_a_repeating_failure_from_a_flaky_network(
+    tmp_path: Path, failsafe: Recorder, name: str, script: list[Reply], says: tuple[str, ...]
+) -> None:
+    """The ISO fails every attempt: the one line says what was tried and whose problem it looks like."""
+    case = failsafe.case("local fault", f"ISO download: {name}", injected=f"apollo/<iso>: {name}", expect_exit=4)
+    host = Host(tmp_path)
+    with ScriptedServer() as srv, patterned_disk(tmp_path / "disk", 8 * MiB) as loop:
+        for path, file in standard_files(bytes(range(256)) * 4096).items():
+            srv.add(path, file.body)
+        srv.script(f"/apollo/{ISO_NAME}", *script)
+        before = digest(loop.path, loop.size)
+        env = {"HARMONIC_DOWNLOAD_ATTEMPTS": "3", "HARMONIC_DOWNLOAD_BACKOFF_MAX_S": "0"}
+        run = host.run([*install_args(srv, loop.path), *host.dirs()], env)  # type: ignore[arg-type]
+        case.exit(run.returncode, run.explain())
+        line = one_line(run) or ""
+        case.check("one line: attempts, connections, last status and whose problem", all(s in line for s in says), line)
+        case.check("gave up after the 3 attempts", "gave up after 3 attempts" in line, line)
+        case.check("no traceback", no_traceback(run), run.explain())
         case.check("disk unchanged", digest(loop.path, loop.size) == before)
         case.check("no package installed", host.tripped() == "", host.tripped())
