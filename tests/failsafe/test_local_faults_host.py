@@ -316,3 +316,43 @@ def test_final_line_tells_a_repeating_failure_from_a_flaky_network(
         case.check("no traceback", no_traceback(run), run.explain())
         case.check("disk unchanged", digest(loop.path, loop.size) == before)
         case.check("no package installed", host.tripped() == "", host.tripped())
+
+
+def test_trickling_iso_is_stopped_within_the_stall_window_saying_what_was_measured(
+    tmp_path: Path, failsafe: Recorder
+) -> None:
+    """The ISO comes at 16 KiB/s, under stall_min_rate 64 KiB/s over a 3 s window: stopped one window in, the
+    measured rate and span in the log and the line; the .part kept for a re-run."""
+    case = failsafe.case(
+        "local fault",
+        "trickling ISO (16 KiB/s, minimum 64 KiB/s over 3 s)",
+        injected="apollo/<iso> served at 16 KiB/s",
+        expect_exit=4,
+    )
+    host = Host(tmp_path)
+    files = standard_files(ISO, iso_file=File(ISO, rate=16384))
+    env = {
+        "HARMONIC_DOWNLOAD_ATTEMPTS": "1",
+        "HARMONIC_DOWNLOAD_STALL_MIN_RATE": "65536",
+        "HARMONIC_DOWNLOAD_STALL_WINDOW_S": "3",
+    }
+    with serve(files) as site, patterned_disk(tmp_path / "disk", 8 * MiB) as loop:
+        before = digest(loop.path, loop.size)
+        started = time.monotonic()
+        run = host.run([*install_args(site, loop.path), *host.dirs()], env)
+        elapsed = time.monotonic() - started
+        case.exit(run.returncode, run.explain())
+        line = one_line(run) or ""
+        [stalled] = _events(run, "download.stalled") or [{}]
+        measured = float(str(stalled.get("measured_over_s", 0)))
+        case.check(
+            "the line says stalled, with the rate and the seconds measured",
+            "stalled:" in line and "over the last" in line,
+            line,
+        )
+        case.check("measured over the window (2.85 to 4 s)", 2.85 <= measured <= 4.0, str(stalled))
+        case.check("stopped within the window, not two", elapsed < 3 * 2 + 5, f"{elapsed:.1f} s")
+        case.check("partial file kept", (host.data / PART).exists(), str(host.created()))
+        case.check("no traceback", no_traceback(run), run.explain())
+        case.check("disk unchanged", digest(loop.path, loop.size) == before)
+        case.check("no package installed", host.tripped() == "", host.tripped())
