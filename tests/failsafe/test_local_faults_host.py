@@ -61,7 +61,7 @@ def test_iso_dir_fills_up_mid_download(tmp_path: Path, failsafe: Recorder) -> No
         expect_exit=4,
     )
     host = Host(tmp_path)
-    files = standard_files(ISO, iso_file=File(ISO, announce_length=False))
+    files = standard_files(ISO, iso_file=File(ISO, announce_size=False))
     with serve(files) as site, patterned_disk(tmp_path / "disk", MiB) as loop, tmpfs(host.data, "3m"):
         before = digest(loop.path, loop.size)
         run = host.run([*install_args(site, loop.path), *host.dirs()])
@@ -154,7 +154,7 @@ def test_signal_mid_download_then_rerun_resumes(
         expect_exit=code,
     )
     host = Host(tmp_path)
-    iso = File(ISO, rate=512 * 1024)
+    iso = File(ISO, rate=512 * 1024, announce_size=False)  # the small disk is then found only at the end
     with serve(standard_files(ISO, iso_file=iso)) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
         before = digest(loop.path, loop.size)
         part = host.data / PART
@@ -200,7 +200,7 @@ def test_two_installers_at_once(tmp_path: Path, failsafe: Recorder) -> None:
         expect_exit=7,
     )
     host = Host(tmp_path)
-    iso = File(ISO, rate=256 * 1024)
+    iso = File(ISO, rate=256 * 1024, announce_size=False)  # the small disk is then found only at the end
     with serve(standard_files(ISO, iso_file=iso)) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
         before = digest(loop.path, loop.size)
         part = host.data / PART
@@ -259,7 +259,8 @@ def test_files_left_by_a_crash_are_reverified(tmp_path: Path, failsafe: Recorder
         iso_final.write_bytes(ISO[:100] + bytes([ISO[100] ^ 1]) + ISO[101:])
     elif "half" in how:
         iso_final.write_bytes(ISO[: len(ISO) // 2])
-    with serve(standard_files(ISO)) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
+    files = standard_files(ISO, iso_file=File(ISO, announce_size=False))  # the small disk found only at the end
+    with serve(files) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
         if ".part" in how:
             (host.data / PART).write_bytes(bytes(MiB))
             etag = '"' + ISO_SHA[:20] + '"'
