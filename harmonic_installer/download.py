@@ -1,6 +1,8 @@
 """Fetch artifacts over HTTP: streamed, hashed in the same pass, resumed, retried, renamed only once verified.
 
-The only module that talks HTTP (httpx) and retries (tenacity). `Downloader.fetch(spec)` returns a
+With download_http.py (one GET: redirects hop by hop, each with its own proxy decision, and the resend after a
+stale keep-alive) the only code that talks HTTP (httpx); the only one that retries (tenacity);
+download_verdict.py words the line of a download that ran out of attempts. `Downloader.fetch(spec)` returns a
 `VerifiedArtifact`, and nothing else in the project can make one: it is built in one place, right after the
 SHA-256 of the final file matched the expected value (pinned, or from SHA256SUMS, optionally gpg-verified).
 Operator documentation: docs/downloads.md.
@@ -36,9 +38,9 @@ import httpx
 import structlog
 import tenacity
 
-from harmonic_installer import __version__, download_http
+from harmonic_installer import __version__
 from harmonic_installer.config import Settings, redact_url
-from harmonic_installer.download_http import ClientPool, Exchange
+from harmonic_installer.download_http import ClientPool, Exchange, stream_get
 from harmonic_installer.download_verdict import gave_up
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
 from harmonic_installer.names import is_plain_name
@@ -617,7 +619,7 @@ class Downloader:
         offset, validator = self._resume_point(t)
         headers = {"Range": f"bytes={offset}-", "If-Range": validator} if offset and validator else {}
         try:
-            with download_http.get(self._pool, t.spec.url, headers=headers, exchange=t.exchange) as resp:
+            with stream_get(self._pool, t.spec.url, headers=headers, exchange=t.exchange) as resp:
                 self._receive(t, resp, offset if headers else 0, deadline)
         except _RETRY_TRANSPORT_ERRORS as exc:
             if _is_tls_failure(exc):
@@ -860,7 +862,7 @@ class Downloader:
 
         def once() -> bytes | None:
             try:
-                with download_http.get(self._pool, url, exchange=exchange) as resp:
+                with stream_get(self._pool, url, exchange=exchange) as resp:
                     if resp.status_code in (404, 410):
                         return None
                     if resp.status_code in RETRY_STATUSES:

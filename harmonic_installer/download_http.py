@@ -75,7 +75,7 @@ class ClientPool:
 
 
 @contextmanager
-def get(
+def stream_get(
     pool: ClientPool,
     url: str,
     *,
