@@ -111,8 +111,8 @@ def dpkg_failure(output: str) -> str | None:
     failures: list[str] = []
     causes: list[str] = []
     for number, line in enumerate(lines):
-        if line.startswith("dpkg-deb"):
-            causes.append(line.strip())
+        if line.startswith("dpkg-deb") or " depends on " in line:
+            causes.append(line.strip().removesuffix("; however:"))
             continue
         match = _PROCESSING.match(line)
         if match is None:
@@ -125,7 +125,7 @@ def dpkg_failure(output: str) -> str | None:
             reason.append(follow.strip())
         shown = Path(name).name if kind == "archive" else f"package {name}"
         specific = [c for c in causes if not _GENERIC_CAUSE.search(c)] or causes
-        parts = [c.replace(name, shown) for c in specific[:1]] + [" ".join(reason)]
+        parts = [c.replace(name, shown) if kind == "archive" else c for c in specific[:1]] + [" ".join(reason)]
         failures.append(f"{shown}: " + "; ".join(p[:300] for p in parts if p))
         causes = []
     if not failures:

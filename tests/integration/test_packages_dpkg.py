@@ -38,12 +38,13 @@ class RootedRunner:
         return self._real.run(args, **kw)  # type: ignore[arg-type]
 
 
-def build(pkgdir: Path, name: str, out: Path) -> Path:
+def build(pkgdir: Path, name: str, out: Path, depends: str = "") -> Path:
     (pkgdir / "DEBIAN").mkdir(parents=True)
     (pkgdir / "usr/share" / name).mkdir(parents=True)
     (pkgdir / "usr/share" / name / "blob").write_bytes(os.urandom(300_000))
     (pkgdir / "DEBIAN/control").write_text(
         f"Package: {name}\nVersion: 2.0.41\nArchitecture: all\nMaintainer: t <t@example.invalid>\nDescription: t\n"
+        + (f"Depends: {depends}\n" if depends else "")
     )
     deb = out / f"{name}_2.0.41_all.deb"
     subprocess.run(["dpkg-deb", "-Zxz", "--build", str(pkgdir), str(deb)], check=True, capture_output=True)
@@ -105,6 +106,18 @@ def test_a_deb_dpkg_cannot_unpack_is_named_with_dpkg_debs_reason(tmp_path: Path)
     assert "compressed data is corrupt" in line
     assert "Errors were encountered" not in line
     assert "\n" not in line
+
+
+def test_a_missing_dependency_is_named_in_the_line(tmp_path: Path) -> None:
+    """A deb whose dependency is not installed: the line names the package and what it depends on."""
+    out = tmp_path / "debs"
+    out.mkdir()
+    deb = build(tmp_path / "u", "ostree-upgrade", out, depends="no-such-package")
+    with pytest.raises(PackageError) as err:
+        packages.install(RootedRunner(rooted(tmp_path)), verified([deb], tmp_path / "work"), env=env(), timeout=120)
+    line = str(err.value)
+    assert line.startswith("dpkg could not install package ostree-upgrade: ostree-upgrade depends on no-such-package")
+    assert "dependency problems" in line
 
 
 def test_good_debs_install_into_the_private_root(tmp_path: Path) -> None:
