@@ -8,6 +8,7 @@ it came from (`Settings.sources`) so `harmonic-install settings` can say so. No 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import posixpath
 import re
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harmonic_installer.errors import ConfigError
+from harmonic_installer.names import check_name, name_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,31 +89,42 @@ def _as_bool(raw: Any) -> bool:
     raise ValueError("expected true/false (or 1/0, yes/no)")
 
 
-def _number(raw: Any, *, minimum: float, integer: bool) -> float:
+def _number(raw: Any, *, minimum: float, maximum: float, integer: bool) -> float:
+    """A finite number in [minimum, maximum]: NaN, infinities and absurd sizes are refused by the key."""
     if isinstance(raw, bool):
         raise ValueError("expected a number, got a boolean")
     if isinstance(raw, (int, float)):
-        value = float(raw)
+        number: float | int = raw
     elif isinstance(raw, str):
+        text = raw.strip()
         try:
-            value = float(raw.strip())
+            number = int(text) if integer and re.fullmatch(r"[+-]?\d{1,30}", text) else float(text)
         except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
+            raise ValueError(f"expected a number, got {raw[:40]!r}") from None
     else:
         raise ValueError(f"expected a number, got {type(raw).__name__}")
-    if integer and not value.is_integer():
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"must be a finite number, got {str(raw)[:40]!r}")
+    if integer and isinstance(number, float) and not number.is_integer():
         raise ValueError(f"expected a whole number, got {raw!r}")
-    if value < minimum:
+    if number < minimum:
         raise ValueError(f"must be at least {minimum:g}")
-    return value
+    if number > maximum:
+        raise ValueError(f"must be at most {maximum:g}, got {str(raw)[:40]}")
+    return float(number)
 
 
-def _as_int(minimum: int) -> Callable[[Any], int]:
-    return lambda raw: int(_number(raw, minimum=minimum, integer=True))
+# Upper bounds: anything above is a typo or a unit mistake, and some (timeouts) overflow the OS's timers.
+DAY_S = 86_400.0
+_BIG_INT = 1 << 40  # bytes/s, MiB, GiB: far beyond any real value
 
 
-def _as_float(minimum: float) -> Callable[[Any], float]:
-    return lambda raw: _number(raw, minimum=minimum, integer=False)
+def _as_int(minimum: int, maximum: int = _BIG_INT) -> Callable[[Any], int]:
+    return lambda raw: int(_number(raw, minimum=minimum, maximum=maximum, integer=True))
+
+
+def _as_float(minimum: float, maximum: float = 7 * DAY_S) -> Callable[[Any], float]:
+    return lambda raw: _number(raw, minimum=minimum, maximum=maximum, integer=False)
 
 
 def _as_http_url(raw: Any) -> str:
@@ -133,13 +146,8 @@ def _as_optional_url(raw: Any) -> str | None:
     return _as_http_url(value) if value else None
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
-
-
 def _safe_name(value: str) -> str:
-    if not _SAFE_NAME.match(value) or ".." in value:
-        raise ValueError(f"{value!r} is not a plain file name (letters, digits, . _ + ~ -; no / or ..)")
-    return value
+    return check_name(value)
 
 
 def _as_deb_names(raw: Any) -> tuple[str, ...]:
@@ -165,8 +173,20 @@ def _as_url_path(raw: Any) -> str:
     return value
 
 
+ISO_NAME_PREFIX, ISO_NAME_SUFFIX = "APOLLO_PLATFORM-", ".iso"
+
+
+def iso_filename_for(release: str) -> str:
+    """The local ISO name for a release when the server does not reveal one."""
+    return f"{ISO_NAME_PREFIX}{release}{ISO_NAME_SUFFIX}"
+
+
 def _as_release(raw: Any) -> str:
-    return _safe_name(_as_str(raw))
+    release = _safe_name(_as_str(raw))
+    problem = name_problem(iso_filename_for(release))
+    if problem is not None:
+        raise ValueError(f"the ISO's file name {ISO_NAME_PREFIX}<release>{ISO_NAME_SUFFIX} {problem}")
+    return release
 
 
 def _as_sha256(raw: Any) -> str | None:
@@ -306,18 +326,24 @@ _KEYS: dict[str, _Key] = {
     "disk.serial": _Key("disk_serial", _as_optional_str, "", "hint: disk serial number"),
     "disk.model": _Key("disk_model", _as_optional_str, "", "hint: disk model"),
     "disk.wwn": _Key("disk_wwn", _as_optional_str, "", "hint: disk WWN"),
-    "disk.min_size_gib": _Key("disk_min_size_gib", _as_int(0), 0, "hint: minimum disk size in GiB"),
+    "disk.min_size_gib": _Key("disk_min_size_gib", _as_int(0, 1 << 24), 0, "hint: minimum disk size in GiB"),
     "disk.allow_removable": _Key("allow_removable", _as_bool, False, "allow a removable or USB target disk"),
     "proxy.url": _Key("proxy_url", _as_http_url, SEED_PROXY_URL, "HTTP proxy used with -p"),
     "proxy.no_proxy": _Key("no_proxy", _as_no_proxy, SEED_NO_PROXY, "hosts, domains, IPs and CIDRs reached directly"),
-    "download.attempts": _Key("download_attempts", _as_int(1), 12, "attempts per file before giving up"),
+    "download.attempts": _Key("download_attempts", _as_int(1, 1000), 12, "attempts per file before giving up"),
     "download.max_time_s": _Key("download_max_time_s", _as_float(1), 3600.0, "wall-time budget per file"),
-    "download.connect_timeout_s": _Key("connect_timeout_s", _as_float(0.1), 10.0, "TCP connect timeout"),
-    "download.read_timeout_s": _Key("read_timeout_s", _as_float(0.1), 60.0, "timeout waiting for data"),
-    "download.stall_min_rate": _Key("stall_min_rate", _as_int(0), 1024, "bytes/s below which a transfer stalls"),
-    "download.stall_window_s": _Key("stall_window_s", _as_float(1), 60.0, "seconds below the rate before a retry"),
-    "download.backoff_max_s": _Key("backoff_max_s", _as_float(0), 60.0, "longest wait between attempts"),
-    "download.free_space_margin_mib": _Key("free_space_margin_mib", _as_int(0), 256, "free space kept in reserve"),
+    "download.connect_timeout_s": _Key("connect_timeout_s", _as_float(0.1, 3600), 10.0, "TCP connect timeout"),
+    "download.read_timeout_s": _Key("read_timeout_s", _as_float(0.1, 3600), 60.0, "timeout waiting for data"),
+    "download.stall_min_rate": _Key(
+        "stall_min_rate", _as_int(0, 1 << 34), 1024, "bytes/s below which a transfer stalls"
+    ),
+    "download.stall_window_s": _Key(
+        "stall_window_s", _as_float(1, DAY_S), 60.0, "seconds below the rate before a retry"
+    ),
+    "download.backoff_max_s": _Key("backoff_max_s", _as_float(0, DAY_S), 60.0, "longest wait between attempts"),
+    "download.free_space_margin_mib": _Key(
+        "free_space_margin_mib", _as_int(0, 1 << 24), 256, "free space kept in reserve"
+    ),
     "write.tool": _Key("ostree_tool", _as_command_name, "ostree-production", "the vendor imaging tool"),
     "write.timeout_s": _Key("write_timeout_s", _as_float(1), 7200.0, "time limit for writing the disk"),
     "write.wipe_on_failure": _Key(
@@ -357,12 +383,12 @@ _KEYS: dict[str, _Key] = {
     "maas.consumer_secret": _Key("maas_consumer_secret", _as_token, "", "OAuth consumer secret (MAAS uses none)"),
     "maas.token_key": _Key("maas_token_key", _as_token, "", "OAuth token key (default: from cloud-init)"),
     "maas.token_secret": _Key("maas_token_secret", _as_token, "", "OAuth token secret (default: from cloud-init)"),
-    "maas.timeout_s": _Key("maas_timeout_s", _as_float(0.1), 5.0, "time limit for one report to MAAS"),
+    "maas.timeout_s": _Key("maas_timeout_s", _as_float(0.1, 3600), 5.0, "time limit for one report to MAAS"),
     "maas.flush_timeout_s": _Key(
-        "maas_flush_timeout_s", _as_float(0), 10.0, "longest wait at the end for queued reports to be sent"
+        "maas_flush_timeout_s", _as_float(0, 3600), 10.0, "longest wait at the end for queued reports to be sent"
     ),
     "maas.progress_interval_s": _Key(
-        "maas_progress_interval_s", _as_float(1), 60.0, "seconds between download progress reports to MAAS"
+        "maas_progress_interval_s", _as_float(1, DAY_S), 60.0, "seconds between download progress reports to MAAS"
     ),
 }
 # Keys whose values are never displayed (settings listing, errors). MAAS's status API identifies the machine
@@ -449,7 +475,7 @@ class Settings:
     @property
     def iso_filename(self) -> str:
         """Local name of the ISO when the server does not reveal a better one."""
-        return f"APOLLO_PLATFORM-{self.iso_release}.iso"
+        return iso_filename_for(self.iso_release)
 
     @property
     def disk_hints(self) -> dict[str, str | int]:

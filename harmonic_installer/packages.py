@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +94,10 @@ def install(
     try:
         runner.run(argv, env=child_env, timeout=timeout, log_output=True)
     except CommandError as exc:
-        last = _last_error_line(exc.output_tail) or str(exc)
-        raise PackageError(
-            f"dpkg could not install {', '.join(d.package for d in debs)}: {last}",
-            exc.output_tail,
-        ) from exc
+        reason = dpkg_failure(exc.output_tail) or (
+            f"{', '.join(d.package for d in debs)}: {_last_error_line(exc.output_tail) or exc}"
+        )
+        raise PackageError(f"dpkg could not install {reason}", exc.output_tail) from exc
     missing = [d for d in debs if installed_version(runner, d.package) != d.version]
     if missing:
         raise PackageError(
@@ -107,8 +107,46 @@ def install(
     return InstalledPackages(debs, skipped=False)
 
 
+_PROCESSING = re.compile(r"^dpkg: error processing (archive|package) (.+?) \((--[a-z-]+)\):\s*$")
+_GENERIC_CAUSE = re.compile(r"subprocess returned error exit status \d+$")
+
+
+def dpkg_failure(output: str) -> str | None:
+    """'<archive or package>: <dpkg-deb's reason>; <dpkg's reason>' from dpkg's output, or None.
+
+    dpkg ends with "Errors were encountered while processing:" and a list: the useful part is earlier, in
+    "dpkg: error processing archive <file> (--install):" with its indented reason, and the dpkg-deb lines
+    before it (a corrupt member, a truncated archive).
+    """
+    lines = output.splitlines()
+    failures: list[str] = []
+    causes: list[str] = []
+    for number, line in enumerate(lines):
+        if line.startswith("dpkg-deb") or " depends on " in line:
+            causes.append(line.strip().removesuffix("; however:"))
+            continue
+        match = _PROCESSING.match(line)
+        if match is None:
+            continue
+        kind, name = match.group(1), match.group(2)
+        reason = []
+        for follow in lines[number + 1 :]:
+            if not follow.startswith(" "):
+                break
+            reason.append(follow.strip())
+        shown = Path(name).name if kind == "archive" else f"package {name}"
+        specific = [c for c in causes if not _GENERIC_CAUSE.search(c)] or causes
+        parts = [c.replace(name, shown) if kind == "archive" else c for c in specific[:1]] + [" ".join(reason)]
+        failures.append(f"{shown}: " + "; ".join(p[:300] for p in parts if p))
+        causes = []
+    if not failures:
+        return None
+    more = f" (and {len(failures) - 1} more, see the log)" if len(failures) > 1 else ""
+    return failures[0] + more
+
+
 def _last_error_line(output: str) -> str:
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("Errors were encountered")]
     for line in reversed(lines):
         if "error" in line.lower() or "depends on" in line or "problem" in line.lower():
             return line[:300]

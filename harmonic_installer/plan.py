@@ -15,6 +15,7 @@ caller flushes the MAAS reports and shows the report, then `finish` requests the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import posixpath
 import time
@@ -356,7 +357,8 @@ def _install(settings: Settings, deps: Deps, steps: _Steps, state: dict[str, Any
             on_progress=on_progress,
         ) as downloader:
             debs = [downloader.fetch(spec) for spec in deb_specs]
-            iso = downloader.fetch(iso_spec)
+            fits = functools.partial(preflight.check_image_fits, pre.disk, announced=True)
+            iso = downloader.fetch(dataclasses.replace(iso_spec, size_check=fits))
         for spec, art in [*zip(deb_specs, debs, strict=True), (iso_spec, iso)]:
             state["artifacts"].append(_artifact_report(spec, art))
         release = iso.release or settings.iso_release

@@ -215,10 +215,25 @@ def recheck_disk(settings: Settings, probe: DiskProbe, before: DiskInfo, image_s
     return disk
 
 
-def check_image_fits(disk: DiskInfo, image_size: int) -> None:
-    """Refuse a disk smaller than the image (checked once the ISO's size is known)."""
+def check_image_fits(disk: DiskInfo, image_size: int, *, announced: bool = False) -> None:
+    """Refuse a disk smaller than the image: from the size the server announces, and again once verified.
+
+    Args:
+        announced: the size comes from the response headers, before the body was downloaded.
+    """
     if disk.size_bytes < image_size:
-        raise PreflightError(f"{disk.path} is {disk.size_bytes:,} bytes, smaller than the image ({image_size:,} bytes)")
+        when = "as announced by the server; the ISO was not downloaded" if announced else "nothing was written"
+        raise PreflightError(
+            f"{disk.path} is {_size(disk.size_bytes)} ({disk.size_bytes:,} bytes), smaller than the image "
+            f"({_size(image_size)}, {image_size:,} bytes), {when}; choose a larger disk (disk.device)"
+        )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def _matches(disk: DiskInfo, hints: dict[str, str | int]) -> bool:

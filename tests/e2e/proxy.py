@@ -44,8 +44,14 @@ class Proxy:
 
 
 @contextmanager
-def tinyproxy(workdir: Path, *, allow: Sequence[str] = ("127.0.0.2",), host: str = "127.0.0.1") -> Iterator[Proxy]:
-    """Run tinyproxy in the foreground on a free loopback port until the block exits."""
+def tinyproxy(
+    workdir: Path,
+    *,
+    allow: Sequence[str] = ("127.0.0.2",),
+    host: str = "127.0.0.1",
+    basic_auth: tuple[str, str] | None = None,
+) -> Iterator[Proxy]:
+    """Run tinyproxy in the foreground on a free loopback port until the block exits (basic_auth: user, password)."""
     if not Path(TINYPROXY).exists():
         raise RuntimeError("tinyproxy is not installed: run scripts/bootstrap.sh")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +64,7 @@ def tinyproxy(workdir: Path, *, allow: Sequence[str] = ("127.0.0.2",), host: str
         f"Port {port}\nListen {host}\nTimeout 120\nMaxClients 20\n"
         f'LogFile "{log}"\nLogLevel Info\nAllow 127.0.0.0/8\n'
         f'FilterDefaultDeny Yes\nFilter "{filter_file}"\nFilterURLs No\nFilterType ere\nDisableViaHeader Yes\n'
+        + (f"BasicAuth {basic_auth[0]} {basic_auth[1]}\n" if basic_auth else "")
     )
     with (workdir / "tinyproxy.stderr").open("wb") as err:
         proc = subprocess.Popen([TINYPROXY, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)

@@ -110,6 +110,7 @@ class Scenario:
     via_proxy: bool = False  # server on 127.0.0.2 (reachable only through the proxy) instead of 10.0.2.100
     expect_failure: bool = False  # wait for the installer's FAILED line, then press the power button
     live: bool = False  # copy the serial console to our stdout as it arrives
+    latest_redirect: bool = False  # the proxied server answers apollo/latest with nginx `return 302` (issue 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +194,12 @@ def nocloud_seed(workdir: Path, user_data_text: str) -> Path:
 
 
 @contextlib.contextmanager
-def servers(root: Path, workdir: Path) -> Iterator[tuple[Nginx, Nginx, Proxy]]:
-    """The direct web server (127.0.0.1), the proxied one (127.0.0.2) and tinyproxy, all on loopback."""
+def servers(root: Path, workdir: Path, *, proxied_extra: str = "") -> Iterator[tuple[Nginx, Nginx, Proxy]]:
+    """The direct web server (127.0.0.1), the proxied one (127.0.0.2, plus `proxied_extra` in its server
+    block) and tinyproxy, all on loopback."""
     with (
         serve(root) as direct,
-        serve(root, host="127.0.0.2") as proxied,
+        serve(root, host="127.0.0.2", extra_server=proxied_extra) as proxied,
         tinyproxy(workdir / "proxy", allow=("127.0.0.2",)) as proxy,
     ):
         yield direct, proxied, proxy
@@ -224,7 +226,8 @@ def run_scenario(
     image = vm.layered_image(base, baked_layer(build)) if baked else base
     timings["image_s"] = time.monotonic() - t0
     disk = vm.blank_disk(workdir / "sda.img", DISK_MIB)
-    with servers(web.root, workdir) as (direct, proxied, proxy), running() as maas:
+    proxied_extra = web.latest_redirect() if scenario.latest_redirect else ""
+    with servers(web.root, workdir, proxied_extra=proxied_extra) as (direct, proxied, proxy), running() as maas:
         server_url = f"http://{proxied.host}:{proxied.port}" if scenario.via_proxy else f"http://{vm.WEB_IP}"
         seed = None
         if not baked:

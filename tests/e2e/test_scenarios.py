@@ -90,16 +90,21 @@ def test_ephemeral_deploy_from_user_data_installs_and_reboots(
 def test_proxy_carries_every_request(
     base_image: vm.Image, installer_build: scenarios.InstallerBuild, e2e_dir: Path
 ) -> None:
-    """With -p and a server outside no_proxy, every download goes through the proxy (its log shows each)."""
+    """With -p and a server outside no_proxy, every download goes through the proxy (its log shows each), and
+    apollo/latest answered with nginx `return 302` through tinyproxy and QEMU's relay arrives (issue 12)."""
     web = scenarios.web_tree(e2e_dir / "www", installer_build)
-    scenario = Scenario("baked", via_proxy=True)
+    scenario = Scenario("baked", via_proxy=True, latest_redirect=True)
     r = scenarios.run_scenario(scenario, e2e_dir, base=base_image, build=installer_build, web=web)
     print(f"\nproxy: {r.vm.duration_s:.0f} s in the VM, {r.timings}")
     _assert_installed(r)
     proxied = {line.split()[1] for line in r.proxy_log}
     assert {f"{r.server_url}{p}" for p in _artifact_paths(r)} <= proxied, r.proxy_log
     assert _artifact_paths(r) <= set(scenarios.request_paths(r.proxied_requests))
+    assert f"{r.server_url}/apollo/{r.web.iso.name}" in proxied, r.proxy_log
+    assert any(" /apollo/latest " in line and '" 302 ' in line for line in r.proxied_requests), r.proxied_requests
     assert r.direct_requests == ()
+    retries = [e for e in r.events() if e.get("event") == "download.retry_scheduled"]
+    assert retries == [], retries
 
 
 def test_corrupted_iso_writes_nothing_and_does_not_reboot(

@@ -58,6 +58,13 @@ SETTINGS_CASES = [
     Bad("kernel command line: control characters", "`harmonic.iso.release=a\\x1b[2Jb`", cmdline="harmonic.iso.release=a\x1b[2Jb", names=("iso.release",)),
     Bad("environment: unknown variable", "`HARMONIC_DISK_DEVISE=/dev/sdb`", env={"HARMONIC_DISK_DEVISE": "/dev/sdb"}, names=("HARMONIC_DISK_DEVISE",)),
     Bad("relative directory", "`--iso-dir data`", args=("--iso-dir", "data"), names=("paths.iso_dir",)),
+    Bad("NaN read timeout", "`HARMONIC_DOWNLOAD_READ_TIMEOUT_S=nan`", env={"HARMONIC_DOWNLOAD_READ_TIMEOUT_S": "nan"}, names=("download.read_timeout_s", "finite")),
+    Bad("infinite connect timeout", "`harmonic.download.connect_timeout_s=inf`", cmdline="harmonic.download.connect_timeout_s=inf", names=("download.connect_timeout_s", "finite")),
+    Bad("NaN wall-time budget in TOML", "`[download] max_time_s = nan`", config="[download]\nmax_time_s = nan\n", names=("download.max_time_s", "finite")),
+    Bad("overflowing number of attempts", "`HARMONIC_DOWNLOAD_ATTEMPTS=1e400`", env={"HARMONIC_DOWNLOAD_ATTEMPTS": "1e400"}, names=("download.attempts",)),
+    Bad("absurd read timeout", "`HARMONIC_DOWNLOAD_READ_TIMEOUT_S=1e12`", env={"HARMONIC_DOWNLOAD_READ_TIMEOUT_S": "1e12"}, names=("download.read_timeout_s", "at most")),
+    Bad("absurd stall window", "`[download] stall_window_s = 1e300`", config="[download]\nstall_window_s = 1e300\n", names=("download.stall_window_s", "at most")),
+    Bad("over-long ISO release", "`--iso-release` of 250 characters", args=("--iso-release", "r" * 250), names=("iso.release", "255")),
 ]  # fmt: skip
 
 
@@ -127,7 +134,7 @@ SUMS_CASES = [
     ("SHA256SUMS naming ..", "`<sha>  ..`", sums({"..": b"x"}), "not a plain file name"),
     ("SHA256SUMS with a duplicate name", "a_1_all.deb listed twice with different sums", sums({"a_1_all.deb": b"x"}) + sums({"a_1_all.deb": b"y"}), "second time"),
     ("SHA256SUMS with a short digest", "`abc123  a_1_all.deb`", b"abc123  a_1_all.deb\n", "malformed"),
-    ("SHA256SUMS with Windows line endings", "CRLF line ends", sums({"a_1_all.deb": b"x"}).replace(b"\n", b"\r\n"), "CR"),
+    ("SHA256SUMS with a CR inside a line", "CRLF line ends and `<sha>  a_1_all.deb\\r\\r\\n`", sums({"b_1_all.deb": b"x"}).replace(b"\n", b"\r\n") + sums({"a_1_all.deb": b"x"}).replace(b"\n", b"\r\r\n"), "not a plain file name"),
     ("SHA256SUMS that is an HTML page", "an HTML welcome page with status 200", b"<!DOCTYPE html><html><title>Welcome</title></html>", "HTML"),
 ]  # fmt: skip
 
@@ -165,8 +172,8 @@ DISPOSITIONS = [
 @pytest.mark.parametrize(("name", "header"), DISPOSITIONS, ids=[d[0] for d in DISPOSITIONS])
 def test_hostile_content_disposition(tmp_path: Path, failsafe: Recorder, name: str, header: str) -> None:
     """apollo/latest answered with a path in Content-Disposition: at most the last component is used, as a
-    plain *.iso name inside the ISO dir, and only once the ISO verified against SHA256SUMS; the run then stops
-    at the too-small disk (exit 3). Refusing the name outright (exit 4, nothing stored) is as safe. Either way
+    plain *.iso name inside the ISO dir, and only once the ISO verified against SHA256SUMS; the run stops at
+    the too-small disk (exit 3, from the announced size). Refusing the name outright (exit 4, nothing stored) is as safe. Either way
     nothing is written outside the installer's directories."""
     case = failsafe.case("bad input", name, injected=f"Content-Disposition: {header}", expect_exit=None)
     host = Host(tmp_path)
@@ -180,9 +187,9 @@ def test_hostile_content_disposition(tmp_path: Path, failsafe: Recorder, name: s
         line = one_line(run) or ""
         isos = [f for f in host.created() if f.startswith("data/") and f.endswith(".iso")]
         if run.returncode == 3:
-            case.check("exit 3: the ISO verified, then the small disk refused", "smaller than the image" in line, line)
-            plain = len(isos) == 1 and isos[0].count("/") == 1 and "\n" not in isos[0]
-            case.check("the ISO stored only in the ISO dir, under a plain name", plain, str(host.created()))
+            case.check("exit 3: the small disk refused", "smaller than the image" in line, line)
+            plain = len(isos) <= 1 and all(i.count("/") == 1 and "\n" not in i for i in isos)
+            case.check("any ISO stored only in the ISO dir, under a plain name", plain, str(host.created()))
         else:
             case.check(
                 "exit 4: the offered name refused, naming it", run.returncode == 4 and "x.iso" in line, run.explain()
@@ -203,3 +210,67 @@ def test_hostile_content_disposition(tmp_path: Path, failsafe: Recorder, name: s
 
 
 __all__ = ["DEBS", "ISO_NAME", "RELEASE"]
+
+
+def test_checksum_file_with_windows_line_endings_is_accepted(tmp_path: Path, failsafe: Recorder) -> None:
+    """packages/SHA256SUMS with CRLF line ends verifies the debs; the run goes on (to the too-small disk, exit 3)."""
+    case = failsafe.case(
+        "bad input",
+        "SHA256SUMS with Windows line endings",
+        injected="CRLF line ends in packages/SHA256SUMS",
+        expect_exit=3,
+    )
+    host = Host(tmp_path)
+    files = standard_files(ISO)
+    files["/packages/SHA256SUMS"] = File(files["/packages/SHA256SUMS"].body.replace(b"\n", b"\r\n"))
+    with serve(files) as site, patterned_disk(tmp_path / "disk", 1 * MiB) as loop:
+        before = digest(loop.path, loop.size)
+        run = host.run([*install_args(site, loop.path), *host.dirs()])
+        case.exit(run.returncode, run.explain())
+        verified = [e.get("artifact") for e in run.log_events() if e.get("event") == "download.verified"]
+        case.check(
+            "both debs verified against the CRLF file", sorted(map(str, verified)) == sorted(DEBS), str(verified)
+        )
+        case.check("no traceback", no_traceback(run), run.explain())
+        case.check("disk unchanged", digest(loop.path, loop.size) == before)
+        case.check("no package installed", host.tripped() == "", host.tripped())
+
+
+@pytest.mark.parametrize(
+    ("name", "credentials", "status"),
+    [
+        ("proxy without its password", "", "407 Proxy Authentication Required"),
+        ("proxy with a wrong password", "ops:Wr0ngPw@", "401 Unauthorized"),
+    ],
+)
+def test_proxy_refusing_the_credentials(
+    tmp_path: Path, failsafe: Recorder, name: str, credentials: str, status: str
+) -> None:
+    """tinyproxy with BasicAuth refuses the request: exit 4 at once, one line naming the proxy (no password)."""
+    from tests.e2e.proxy import tinyproxy
+
+    case = failsafe.case("bad input", name, injected=f"-p through tinyproxy with BasicAuth, {status}", expect_exit=4)
+    host = Host(tmp_path)
+    with (
+        serve(standard_files(ISO)) as site,
+        tinyproxy(tmp_path / "proxy", allow=("127.0.0.1",), basic_auth=("ops", "right")) as proxy,
+        patterned_disk(tmp_path / "disk", 8 * MiB) as loop,
+    ):
+        before = digest(loop.path, loop.size)
+        proxy_url = f"http://{credentials}{proxy.host}:{proxy.port}"
+        run = host.run(
+            ["-p", *install_args(site, loop.path), *host.dirs(), "--proxy-url", proxy_url, "--no-proxy", "localhost"]
+        )
+        case.exit(run.returncode, run.explain())
+        line = one_line(run) or ""
+        case.check(
+            "one-line message naming the proxy and the status",
+            f"{proxy.host}:{proxy.port}" in line and status in line,
+            line,
+        )
+        case.check("says what to check", "proxy.url" in line, line)
+        case.check("password not shown", "Wr0ngPw" not in run.stdout + run.stderr, line)
+        case.check("not retried", len(proxy.requests()) == 1, str(proxy.requests()))
+        case.check("no traceback", no_traceback(run), run.explain())
+        case.check("disk unchanged", digest(loop.path, loop.size) == before)
+        case.check("no package installed", host.tripped() == "", host.tripped())

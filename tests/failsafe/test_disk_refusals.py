@@ -185,7 +185,7 @@ def test_root_disk(tmp_path: Path, failsafe: Recorder) -> None:
 
 
 def test_smaller_than_the_image(tmp_path: Path, failsafe: Recorder) -> None:
-    """A disk smaller than the ISO: refused once the ISO's size is known, before anything is installed."""
+    """A disk smaller than the ISO: refused from the announced size, before the ISO's body is downloaded."""
     from tests.failsafe.webserver import install_args, serve, standard_files
 
     case = failsafe.case("disk safety", "disk smaller than the image", injected="1 MiB disk, 2 MiB ISO", expect_exit=3)
@@ -196,6 +196,9 @@ def test_smaller_than_the_image(tmp_path: Path, failsafe: Recorder) -> None:
         case.exit(run.returncode, run.explain())
         line = one_line(run) or ""
         case.check("message names the reason", "smaller than the image" in line and "1,048,576 bytes" in line, line)
+        case.check("message says both sizes", "1.0 MiB" in line and "2.0 MiB" in line, line)
+        iso_files = [f for f in host.created() if f.startswith("data/")]
+        case.check("refused before the ISO's body (nothing in the ISO dir)", iso_files == [], str(host.created()))
         case.check("no traceback", no_traceback(run), run.explain())
         case.check("disk unchanged", digest(loop.path, loop.size) == before)
         case.check("no package installed", host.tripped() == "", host.tripped())

@@ -18,6 +18,7 @@ import pytest
 from tests.failsafe.harness import Host, Run, digest, no_traceback, one_line, patterned_disk
 from tests.failsafe.recorder import Recorder
 from tests.failsafe.webserver import ISO_NAME, File, install_args, serve, standard_files
+from tests.support.faults import Reply, ScriptedServer
 from tests.support.loopdev import MiB
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,7 @@ def test_iso_dir_fills_up_mid_download(tmp_path: Path, failsafe: Recorder) -> No
         expect_exit=4,
     )
     host = Host(tmp_path)
-    files = standard_files(ISO, iso_file=File(ISO, announce_length=False))
+    files = standard_files(ISO, iso_file=File(ISO, announce_size=False))
     with serve(files) as site, patterned_disk(tmp_path / "disk", MiB) as loop, tmpfs(host.data, "3m"):
         before = digest(loop.path, loop.size)
         run = host.run([*install_args(site, loop.path), *host.dirs()])
@@ -153,7 +154,7 @@ def test_signal_mid_download_then_rerun_resumes(
         expect_exit=code,
     )
     host = Host(tmp_path)
-    iso = File(ISO, rate=512 * 1024)
+    iso = File(ISO, rate=512 * 1024, announce_size=False)  # the small disk is then found only at the end
     with serve(standard_files(ISO, iso_file=iso)) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
         before = digest(loop.path, loop.size)
         part = host.data / PART
@@ -199,7 +200,7 @@ def test_two_installers_at_once(tmp_path: Path, failsafe: Recorder) -> None:
         expect_exit=7,
     )
     host = Host(tmp_path)
-    iso = File(ISO, rate=256 * 1024)
+    iso = File(ISO, rate=256 * 1024, announce_size=False)  # the small disk is then found only at the end
     with serve(standard_files(ISO, iso_file=iso)) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
         before = digest(loop.path, loop.size)
         part = host.data / PART
@@ -258,7 +259,8 @@ def test_files_left_by_a_crash_are_reverified(tmp_path: Path, failsafe: Recorder
         iso_final.write_bytes(ISO[:100] + bytes([ISO[100] ^ 1]) + ISO[101:])
     elif "half" in how:
         iso_final.write_bytes(ISO[: len(ISO) // 2])
-    with serve(standard_files(ISO)) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
+    files = standard_files(ISO, iso_file=File(ISO, announce_size=False))  # the small disk found only at the end
+    with serve(files) as site, patterned_disk(tmp_path / "disk", MiB) as loop:
         if ".part" in how:
             (host.data / PART).write_bytes(bytes(MiB))
             etag = '"' + ISO_SHA[:20] + '"'
@@ -276,5 +278,82 @@ def test_files_left_by_a_crash_are_reverified(tmp_path: Path, failsafe: Recorder
         case.check("the damaged file was fetched again", len(refetched) >= 1, str(site.requests))
         if ".part" not in how:
             case.check("the mismatch was logged", bool(_events(run, "download.existing_mismatch")), run.explain())
+        case.check("disk unchanged", digest(loop.path, loop.size) == before)
+        case.check("no package installed", host.tripped() == "", host.tripped())
+
+
+FAILURE_PATTERNS = [
+    (
+        "the same 503 on every attempt",
+        [Reply(status=503, body=b"busy\n", headers={"Connection": "close"})] * 3,
+        ("every attempt failed the same way", "not a flaky network", "last HTTP status 503", "new connections"),
+    ),
+    (
+        "a different failure on each attempt",
+        [Reply(status=503, body=b"busy\n"), Reply(cut_after=5000), Reply(status=502, body=b"bad gateway\n")],
+        ("the failures varied", "network team", "last HTTP status 502"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "script", "says"), FAILURE_PATTERNS, ids=[p[0] for p in FAILURE_PATTERNS])
+def test_final_line_tells_a_repeating_failure_from_a_flaky_network(
+    tmp_path: Path, failsafe: Recorder, name: str, script: list[Reply], says: tuple[str, ...]
+) -> None:
+    """The ISO fails every attempt: the one line says what was tried and whose problem it looks like."""
+    case = failsafe.case("local fault", f"ISO download: {name}", injected=f"apollo/<iso>: {name}", expect_exit=4)
+    host = Host(tmp_path)
+    with ScriptedServer() as srv, patterned_disk(tmp_path / "disk", 8 * MiB) as loop:
+        for path, file in standard_files(bytes(range(256)) * 4096).items():
+            srv.add(path, file.body)
+        srv.script(f"/apollo/{ISO_NAME}", *script)
+        before = digest(loop.path, loop.size)
+        env = {"HARMONIC_DOWNLOAD_ATTEMPTS": "3", "HARMONIC_DOWNLOAD_BACKOFF_MAX_S": "0"}
+        run = host.run([*install_args(srv, loop.path), *host.dirs()], env)  # type: ignore[arg-type]
+        case.exit(run.returncode, run.explain())
+        line = one_line(run) or ""
+        case.check("one line: attempts, connections, last status and whose problem", all(s in line for s in says), line)
+        case.check("gave up after the 3 attempts", "gave up after 3 attempts" in line, line)
+        case.check("no traceback", no_traceback(run), run.explain())
+        case.check("disk unchanged", digest(loop.path, loop.size) == before)
+        case.check("no package installed", host.tripped() == "", host.tripped())
+
+
+def test_trickling_iso_is_stopped_within_the_stall_window_saying_what_was_measured(
+    tmp_path: Path, failsafe: Recorder
+) -> None:
+    """The ISO comes at 16 KiB/s, under stall_min_rate 64 KiB/s over a 3 s window: stopped one window in, the
+    measured rate and span in the log and the line; the .part kept for a re-run."""
+    case = failsafe.case(
+        "local fault",
+        "trickling ISO (16 KiB/s, minimum 64 KiB/s over 3 s)",
+        injected="apollo/<iso> served at 16 KiB/s",
+        expect_exit=4,
+    )
+    host = Host(tmp_path)
+    files = standard_files(ISO, iso_file=File(ISO, rate=16384))
+    env = {
+        "HARMONIC_DOWNLOAD_ATTEMPTS": "1",
+        "HARMONIC_DOWNLOAD_STALL_MIN_RATE": "65536",
+        "HARMONIC_DOWNLOAD_STALL_WINDOW_S": "3",
+    }
+    with serve(files) as site, patterned_disk(tmp_path / "disk", 8 * MiB) as loop:
+        before = digest(loop.path, loop.size)
+        started = time.monotonic()
+        run = host.run([*install_args(site, loop.path), *host.dirs()], env)
+        elapsed = time.monotonic() - started
+        case.exit(run.returncode, run.explain())
+        line = one_line(run) or ""
+        [stalled] = _events(run, "download.stalled") or [{}]
+        measured = float(str(stalled.get("measured_over_s", 0)))
+        case.check(
+            "the line says stalled, with the rate and the seconds measured",
+            "stalled:" in line and "over the last" in line,
+            line,
+        )
+        case.check("measured over the window (2.85 to 4 s)", 2.85 <= measured <= 4.0, str(stalled))
+        case.check("stopped within the window, not two", elapsed < 3 * 2 + 5, f"{elapsed:.1f} s")
+        case.check("partial file kept", (host.data / PART).exists(), str(host.created()))
+        case.check("no traceback", no_traceback(run), run.explain())
         case.check("disk unchanged", digest(loop.path, loop.size) == before)
         case.check("no package installed", host.tripped() == "", host.tripped())

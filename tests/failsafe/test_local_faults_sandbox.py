@@ -163,7 +163,14 @@ def test_dpkg_fails(tmp_path: Path, failsafe: Recorder, name: str, injected: str
         result = sandbox.run([_installer(web, loop.path), QUERY], web=web, devices=loop.nodes())
         run = _first(result)
         case.exit(run.returncode, run.explain())
-        _common(case, run, "dpkg" if how != "corrupt" else "")
+        _common(case, run, "dpkg" if how != "corrupt" else web_root.debs[1].name)
+        if how == "corrupt":
+            line = (run.operator_lines() or [""])[-1]
+            case.check(
+                "the line gives dpkg-deb's own reason, not dpkg's closing header",
+                "dpkg-deb" in line and "Errors were encountered" not in line,
+                line,
+            )
         if output:
             case.check("dpkg's output in the log", _tool_output(run, output), run.explain())
         case.check("disk unchanged", digest(loop.path, DISK) == before)

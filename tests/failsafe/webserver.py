@@ -24,6 +24,9 @@ class File:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     announce_length: bool = True
+    # False: neither Content-Length nor the total in Content-Range ("bytes 0-99/*"): the size is learnt only at
+    # the end (a disk too small is then found after the download, not from the headers).
+    announce_size: bool = True
     rate: int | None = None  # bytes per second, or None for full speed
 
 
@@ -74,8 +77,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self.send_response(206 if start else 200)
         if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        if served.announce_length:
+            total = len(body) if served.announce_size else "*"
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{total}")
+        if served.announce_length and served.announce_size:
             self.send_header("Content-Length", str(len(body) - start))
         self.send_header("ETag", etag)
         self.send_header("Accept-Ranges", "bytes")
@@ -92,7 +96,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(step / served.rate)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        if not served.announce_length:
+        if not (served.announce_length and served.announce_size):
             self.close_connection = True
 
 

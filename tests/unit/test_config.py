@@ -167,3 +167,57 @@ def test_firmware_and_reboot_settings_defaults_and_validation() -> None:
     assert config.load(environ={"HARMONIC_REBOOT_LEFT_TO": "cloud-init"}, cmdline="").reboot_left_to == "cloud-init"
     with pytest.raises(ConfigError, match=r"reboot\.left_to"):
         config.load(environ={"HARMONIC_REBOOT_LEFT_TO": "init"}, cmdline="")
+
+
+def _numeric_keys() -> list[str]:
+    return [k for k, default, _h in config.describe_keys() if default.replace(".", "", 1).isdigit()]
+
+
+def test_every_numeric_setting_is_found() -> None:
+    """The numeric settings are the ones whose default is a number (the table the next tests walk)."""
+    keys = _numeric_keys()
+    assert {"download.read_timeout_s", "download.attempts", "disk.min_size_gib", "maas.timeout_s"} <= set(keys)
+    assert "server.url" not in keys
+
+
+@pytest.mark.parametrize("key", _numeric_keys())
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "+Infinity", "1e400", "1e30", float("nan"), float("inf")])
+def test_non_finite_or_absurd_numbers_are_refused_naming_the_key(fs: FakeFilesystem, key: str, raw: object) -> None:
+    """NaN, infinities and absurd sizes are a ConfigError (exit 2) naming the key, for every numeric setting."""
+    with pytest.raises(ConfigError) as err:
+        config.load(flags={key: raw}, environ={})
+    assert key in str(err.value)
+    assert err.value.exit_code == ExitCode.USAGE
+
+
+def test_huge_toml_integer_is_refused(fs: FakeFilesystem) -> None:
+    """An integer too large for a float (10**400 in TOML) is refused with the key, not an OverflowError."""
+    fs.create_file("/etc/x.toml", contents=f"[download]\nattempts = {10**400}\n")
+    with pytest.raises(ConfigError, match=r"download\.attempts.*at most 1000"):
+        config.load(config_file=Path("/etc/x.toml"), environ={})
+
+
+def test_over_long_release_is_refused_with_the_name_limit(fs: FakeFilesystem) -> None:
+    """A release whose ISO file name would pass 255 bytes is a ConfigError naming iso.release and the limit."""
+    with pytest.raises(ConfigError, match=r"iso\.release.*255"):
+        config.load(environ={"HARMONIC_ISO_RELEASE": "r" * 250})
+    assert config.load(environ={"HARMONIC_ISO_RELEASE": "r" * 235}).iso_filename.__len__() == 255
+
+
+def test_config_and_download_share_one_name_rule() -> None:
+    """The names config accepts are exactly those an ArtifactSpec accepts (one validation, names.py)."""
+    from harmonic_installer import names
+    from harmonic_installer.download import ArtifactSpec
+
+    for name in ["a.deb", "a" * 255, "a" * 256, "../a.deb", "a\n", "a..b", "-a", "a b", "é.deb"]:
+        try:
+            config._safe_name(name)
+            accepted = True
+        except ValueError:
+            accepted = False
+        try:
+            ArtifactSpec(url="http://127.0.0.1/x", dest_dir=Path("/tmp"), filename=name)
+            spec_ok = True
+        except ValueError:
+            spec_ok = False
+        assert accepted == spec_ok == names.is_plain_name(name), name

@@ -205,7 +205,10 @@ def test_allow_unverified_downloads_with_a_warning(srv: ScriptedServer, tmp_path
         (f"{SHA}  dir/a.deb\n", "line 1 names 'dir/a.deb'"),
         (f"{SHA}  a..deb\n", "not a plain file name"),
         (f"{SHA}  a.deb\n{SHA}  a.deb\n", "line 2 lists 'a.deb' a second time"),
-        (f"{SHA}  a.deb\r\n", "line 1 ends with CR"),
+        (f"{SHA}  a.deb\r\r\n", "line 1 names 'a.deb\\r', which is not a plain file name"),
+        (f"{SHA}  a\r.deb\r\n", "line 1 names 'a\\r.deb'"),
+        (f"{SHA}\r  a.deb\r\n", "line 1 is malformed"),
+        (f"{SHA}  a.deb\r\n{SHA}  a.deb\n", "line 2 lists 'a.deb' a second time"),
     ],
 )
 def test_malformed_sha256sums_is_rejected(
@@ -219,6 +222,18 @@ def test_malformed_sha256sums_is_rejected(
     assert problem in str(err.value)
     assert f"{srv.url}/p/SHA256SUMS" in str(err.value)
     assert srv.hits("/p/a.deb") == []
+
+
+def test_sha256sums_with_windows_line_endings_is_accepted(
+    srv: ScriptedServer, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A CR before each newline (a file written on Windows) is a line ending, not part of the name."""
+    srv.add("/p/SHA256SUMS", (sums_line("b.deb", b"other") + sums_line("a.deb")).replace("\n", "\r\n").encode())
+    srv.add("/p/a.deb", CONTENT)
+    with downloader(clock) as dl:
+        art = dl.fetch(spec_for(srv, tmp_path))
+    assert art.checksum_source == SOURCE_SUMS
+    assert art.sha256 == SHA
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1041,3 +1056,60 @@ def test_keyring_without_runner_is_a_programming_error() -> None:
     """A Downloader with a keyring but no runner cannot be built."""
     with pytest.raises(ValueError, match="runner"):
         Downloader(policy(keyring=Path("/k.gpg")), Direct())
+
+
+def test_size_check_refuses_the_file_from_its_headers_before_the_body(
+    srv: ScriptedServer, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The announced size goes to the spec's size_check before any body byte: a refusal leaves no .part behind."""
+    from harmonic_installer.errors import PreflightError
+
+    srv.add("/p/a.deb", CONTENT)
+    seen: list[int] = []
+
+    def too_big(size: int) -> None:
+        seen.append(size)
+        raise PreflightError(f"disk too small for {size}")
+
+    spec = ArtifactSpec(
+        url=f"{srv.url}/p/a.deb", dest_dir=tmp_path / "dest", filename="a.deb", sha256=SHA, size_check=too_big
+    )
+    with downloader(clock) as dl, pytest.raises(PreflightError):
+        dl.fetch(spec)
+    assert seen == [len(CONTENT)]
+    assert list((tmp_path / "dest").iterdir()) == []
+    assert len(srv.requests) == 1
+
+
+def test_trickle_after_a_fast_start_is_caught_within_the_stall_window(tmp_path: Path, clock: FakeClock) -> None:
+    """10 MiB fast, then 64 B/s: aborted no later than stall_window_s after the slowdown, the measurement logged."""
+    fast, slow = [b"f" * 65536] * 160, [b"s" * 64] * 400
+    marks: dict[str, float] = {}
+
+    def tick() -> None:
+        sent = marks.setdefault("sent", 0) + 1
+        marks["sent"] = sent
+        if sent <= len(fast):
+            clock.now += 0.01
+        else:
+            marks.setdefault("trickle_from", clock.now)
+            clock.now += 1.0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        total = 65536 * len(fast) + 64 * len(slow)
+        headers = {"ETag": '"v1"', "Content-Length": str(total)}
+        return httpx.Response(200, headers=headers, stream=stream_response([*fast, *slow], {}, tick))
+
+    pol = policy(attempts=1, stall_min_rate=1024, stall_window_s=60.0, max_time_s=3600.0)
+    spec = ArtifactSpec(url="http://127.0.0.1/big.iso", dest_dir=tmp_path, filename="big.iso", sha256=SHA)
+    with (
+        capture_logs() as logs,
+        downloader(clock, pol=pol, transport=httpx.MockTransport(handler)) as dl,
+        pytest.raises(DownloadError, match="stalled"),
+    ):
+        dl.fetch(spec)
+    [stalled] = events(logs, "download.stalled")
+    assert clock.now - marks["trickle_from"] <= 61.0
+    assert stalled["rate_bytes_s"] < 1024
+    assert 57.0 <= stalled["measured_over_s"] <= 60.0
+    assert stalled["window_s"] == 60.0

@@ -117,7 +117,7 @@ def test_missing_tool_is_named() -> None:
 def test_image_larger_than_disk_is_refused() -> None:
     """A disk smaller than the ISO is refused with both sizes."""
     small = dataclasses.replace(disk(), size_bytes=1000)
-    with pytest.raises(PreflightError, match="1,000 bytes, smaller than the image"):
+    with pytest.raises(PreflightError, match=r"1,000 bytes\), smaller than the image \(4.9 KiB, 5,000 bytes\)"):
         preflight.check_image_fits(small, 5000)
     preflight.check_image_fits(small, 1000)
 
@@ -137,5 +137,12 @@ def test_a_run_that_cannot_fit_its_time_limit_stops_before_the_disk_is_looked_at
 
 def test_no_time_limit_by_default() -> None:
     """By hand (no unit, run.time_limit_s 0) any budgets are accepted."""
-    report = run(settings(write_timeout_s="999999"), FakeDisks([disk()]))
+    report = run(settings(write_timeout_s="604800"), FakeDisks([disk()]))
     assert report.disk.path == "/dev/sda"
+
+
+def test_announced_image_larger_than_disk_says_nothing_was_downloaded() -> None:
+    """Refused from the announced size, the message says the ISO was not downloaded."""
+    small = dataclasses.replace(disk(), size_bytes=1024**3)
+    with pytest.raises(PreflightError, match=r"1.0 GiB .* \(2.9 GiB, .*the ISO was not downloaded"):
+        preflight.check_image_fits(small, int(2.9 * 1024**3), announced=True)
