@@ -53,9 +53,15 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   # The project itself: on sys.path through a .pth file, plus the console script (no build backend needed).
   site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   echo "$PWD" >"$site/harmonic-installer-dev.pth"
-  printf '#!%s\nimport sys\nfrom harmonic_installer.cli import main\nsys.exit(main())\n' "$PWD/.venv/bin/python" >.venv/bin/harmonic-install
-  chmod +x .venv/bin/harmonic-install
   echo "$want" >"$stamp"
+fi
+# The console script. A `#!` line cannot hold a path with spaces (the checkout may be anywhere): a sh launcher.
+# shellcheck disable=SC2016  # expanded by the launcher, not here
+launcher='#!/bin/sh
+exec "$(dirname -- "$0")/python" -m harmonic_installer "$@"'
+if [[ "$(cat .venv/bin/harmonic-install 2>/dev/null)" != "$launcher" ]]; then
+  printf '%s\n' "$launcher" >.venv/bin/harmonic-install
+  chmod +x .venv/bin/harmonic-install
 fi
 # The runtime wheels, so `make pyz` and the packaging tests can build offline (packaging/build_pyz.py).
 wheels_stamp=.cache/wheels/.lock-sha256

@@ -26,9 +26,7 @@ def installer_build() -> scenarios.InstallerBuild:
 
 
 def _explain(r: ScenarioResult) -> str:
-    return f"outcome={r.vm.outcome} after {r.vm.duration_s:.0f} s; serial log {r.vm.serial_log}\n" + "\n".join(
-        line.text for line in r.vm.lines[-60:]
-    )
+    return r.vm.explain()
 
 
 def _assert_installed(r: ScenarioResult) -> None:

@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -389,6 +390,15 @@ class VmResult:
         """The whole serial console as text."""
         return "\n".join(line.text for line in self.lines)
 
+    def explain(self, serial_lines: int = 60) -> str:
+        """Why a run ended as it did, for an assertion message: outcome, QEMU's stderr, the last serial lines."""
+        head = f"outcome={self.outcome} rc={self.returncode} after {self.duration_s:.0f} s; log {self.serial_log}"
+        stderr = self.qemu_stderr.strip()
+        parts = [head, f"QEMU stderr:\n{stderr[-4000:]}" if stderr else "QEMU stderr: (empty)"]
+        tail = [line.text for line in self.lines[-serial_lines:]]
+        parts.append(f"last {len(tail)} serial lines:\n" + "\n".join(tail) if tail else "serial console: (nothing)")
+        return "\n".join(parts)
+
     def first(self, pattern: str) -> SerialLine | None:
         """The first serial line matching a regular expression."""
         rx = re.compile(pattern)
@@ -424,6 +434,22 @@ class VmSpec:
     cpus: int = 1
 
 
+def _opt_path(path: Path) -> str:
+    """A path as a value inside a QEMU option list (`file=...,if=...`): a comma is written twice."""
+    return str(path).replace(",", ",,")
+
+
+# AF_UNIX socket paths hold at most 107 bytes (sun_path is 108 with the NUL), so sockets never live under the
+# checkout (any length, any characters): each run gets a private directory under a short base (/run as root).
+SOCKET_PATH_MAX = 107
+
+
+def runtime_dir() -> Path:
+    """A new private (0700) directory for one run's sockets, with a short path whatever the checkout's."""
+    base = "/run" if os.access("/run", os.W_OK | os.X_OK) else "/tmp"
+    return Path(tempfile.mkdtemp(prefix="hi-vm-", dir=base))
+
+
 def qemu_argv(spec: VmSpec, qmp: Path) -> list[str]:
     """The QEMU command line for a run (serial console on stdout, monitor on a QMP socket)."""
     netdev = ",".join(["user", "id=net0", "restrict=on", *(f.netdev_option() for f in spec.forwards)])
@@ -439,19 +465,19 @@ def qemu_argv(spec: VmSpec, qmp: Path) -> list[str]:
         "-kernel", str(spec.image.kernel),
         "-initrd", str(spec.image.initrd),
         "-append", " ".join([*KERNEL_CMDLINE, *spec.cmdline]),
-        "-drive", f"file={spec.image.root},if=virtio,format=raw,discard=unmap",
+        "-drive", f"file={_opt_path(spec.image.root)},if=virtio,format=raw,discard=unmap",
         "-device", "virtio-scsi-pci,id=scsi0",
-        "-drive", f"file={spec.disk},if=none,id=target,format=raw,snapshot=off,cache=writeback",
+        "-drive", f"file={_opt_path(spec.disk)},if=none,id=target,format=raw,snapshot=off,cache=writeback",
         "-device", "scsi-hd,drive=target,bus=scsi0.0,serial=E2ETARGET0001",
         "-netdev", netdev,
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
         "-chardev", "stdio,id=ser0,signal=off",
         "-serial", "chardev:ser0",
-        "-qmp", f"unix:{qmp},server=on,wait=off",
+        "-qmp", f"unix:{_opt_path(qmp)},server=on,wait=off",
     ]  # fmt: skip
     if spec.seed is not None:
-        argv += ["-drive", f"file={spec.seed},if=virtio,format=raw,readonly=on"]
+        argv += ["-drive", f"file={_opt_path(spec.seed)},if=virtio,format=raw,readonly=on"]
     return argv
 
 
@@ -464,7 +490,7 @@ class Vm:
         self.live = live
         self.serial_log = workdir / f"{name}.serial.log"
         self._stderr_path = workdir / f"{name}.qemu.stderr"
-        self._qmp_path = workdir / f"{name}.qmp"
+        self._rundir: Path | None = None
         self._lines: list[SerialLine] = []
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -476,8 +502,7 @@ class Vm:
     def start(self) -> Vm:
         """Start QEMU; the serial console is read by a thread into `lines` and the serial log file."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._qmp_path.unlink(missing_ok=True)
-        argv = qemu_argv(self.spec, self._qmp_path)
+        argv = qemu_argv(self.spec, self.qmp_socket)
         (self.workdir / "qemu.argv").write_text(json.dumps(argv, indent=1) + "\n")
         self._started = time.monotonic()
         with self._stderr_path.open("wb") as err:
@@ -493,12 +518,25 @@ class Vm:
         self.kill()
 
     def kill(self) -> None:
-        """Stop QEMU at once if it still runs."""
+        """Stop QEMU at once if it still runs, and remove the run's socket directory."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self._rundir is not None:
+            shutil.rmtree(self._rundir, ignore_errors=True)
+            self._rundir = None
+
+    @property
+    def qmp_socket(self) -> Path:
+        """The QMP socket, in the run's private socket directory (created on first use, removed by kill)."""
+        if self._rundir is None:
+            self._rundir = runtime_dir()
+        path = self._rundir / "qmp"
+        if len(os.fsencode(path)) > SOCKET_PATH_MAX:
+            raise RuntimeError(f"socket path {path} is longer than {SOCKET_PATH_MAX} bytes")
+        return path
 
     def _read_serial(self) -> None:
         assert self._proc is not None
@@ -553,8 +591,16 @@ class Vm:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (not self.running() and self._reader is not None and not self._reader.is_alive()):
                     tail = "\n".join(x.text for x in self._lines[-40:])
-                    raise TimeoutError(f"no serial line matched {pattern!r} within {timeout:.0f} s; tail:\n{tail}")
+                    why = "QEMU exited" if not self.running() else f"not within {timeout:.0f} s"
+                    raise TimeoutError(
+                        f"no serial line matched {pattern!r} ({why}); QEMU stderr:\n{self._stderr_tail()}\n"
+                        f"serial tail:\n{tail}"
+                    )
                 self._cond.wait(timeout=min(remaining, 1.0))
+
+    def _stderr_tail(self) -> str:
+        text = self._stderr_path.read_text(errors="replace").strip() if self._stderr_path.exists() else ""
+        return text[-4000:] or "(empty)"
 
     # -- control
 
@@ -562,7 +608,7 @@ class Vm:
         """Send one QMP command and return its reply."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
-            s.connect(str(self._qmp_path))
+            s.connect(str(self.qmp_socket))
             f = s.makefile("rwb")
             f.readline()  # greeting
             for cmd in ("qmp_capabilities", command):
