@@ -109,6 +109,7 @@ class Scenario:
     via_proxy: bool = False  # server on 127.0.0.2 (reachable only through the proxy) instead of 10.0.2.100
     expect_failure: bool = False  # wait for the installer's FAILED line, then press the power button
     live: bool = False  # copy the serial console to our stdout as it arrives
+    python3: Literal["3.10", "3.11"] = "3.10"  # the guest's /usr/bin/python3: the target's 3.10, or Debian's 3.11
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,11 @@ class ScenarioResult:
                 event["_t"] = line.t
                 found.append(event)
         return found
+
+    def python_version(self) -> str | None:
+        """The Python the installer ran on in the guest (its `install.started` event), e.g. '3.10.13'."""
+        started = [e for e in self.events() if e.get("event") == "install.started"]
+        return str(started[0].get("python")) if started else None
 
     def finished_steps(self) -> dict[str, dict[str, object]]:
         """step name -> its `step.finished` (or `step.failed`) event."""
@@ -232,7 +238,9 @@ def run_scenario(
                 vm.Forward(MAAS_IP, MAAS_PORT, maas.port),
             ],
             # MAAS gives the ephemeral OS its reporting endpoint; here it comes as harmonic.maas.* parameters.
-            cmdline=kernel_cmdline(server_url, baked=baked) + maas.kernel_params(maas.endpoint(MAAS_HOST_PORT)),
+            cmdline=kernel_cmdline(server_url, baked=baked)
+            + maas.kernel_params(maas.endpoint(MAAS_HOST_PORT))
+            + ([vm.GUEST_PYTHON_SWITCH] if scenario.python3 == "3.11" else []),
             seed=seed,
         )
         t1 = time.monotonic()

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -112,6 +113,110 @@ ALT_WEB_IP = "10.0.2.102"
 KERNEL_CMDLINE = ("root=/dev/vda", "rw", "console=ttyS0", "quiet", "panic=-1")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The target's Python in the guest. Ubuntu 22.04 runs the installer on Python 3.10; Debian 12 ships only 3.11.
+# The host's 3.10 (the interpreter .venv is made from: pyenv's or uv's build, made for this Debian 12) is copied
+# into the guest at the same prefix, and the guest's /usr/bin/python3 points at it, so the unit's
+# `/usr/bin/python3 -I ...pyz` and the user-data's `python3 -I ...pyz` run 3.10 as on the target. Debian's own
+# Python programs (cloud-init, py3compile, ...) keep Debian's 3.11: their `#!/usr/bin/python3` lines are pinned to
+# python3.11. The kernel parameter `e2e.python3=3.11` switches /usr/bin/python3 back to 3.11 for one run.
+GUEST_PYTHON_SWITCH = "e2e.python3=3.11"
+_PY310_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages"}
+_PY310_CHECK = (  # what the installer and its dependencies import, plus every extension module that is built
+    "import sys, ssl, hashlib, zlib, ctypes, lzma, bz2, json, zipimport, sqlite3, uuid, pyexpat, _decimal\n"
+    "import importlib, pathlib\n"
+    "d = pathlib.Path(sys.base_prefix, 'lib', 'python3.10', 'lib-dynload')\n"
+    "bad = []\n"
+    "for so in sorted(d.glob('*.so')):\n"
+    "    name = so.name.split('.')[0]\n"
+    "    try:\n"
+    "        importlib.import_module(name)\n"
+    "    except ImportError as e:\n"
+    "        bad.append(f'{name}: {e}')\n"
+    "print('python', sys.version.split()[0], 'missing:', bad or 'none')\n"
+    "sys.exit(1 if bad or sys.version_info[:2] != (3, 10) else 0)\n"
+)
+_PY310_SWITCH_UNIT = f"""[Unit]
+Description=e2e: /usr/bin/python3 is Debian's 3.11 for this run ({GUEST_PYTHON_SWITCH})
+DefaultDependencies=no
+ConditionKernelCommandLine={GUEST_PYTHON_SWITCH}
+After=local-fs.target
+Before=sysinit.target cloud-init-local.service cloud-config.service cloud-final.service harmonic-installer.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/ln -sfn python3.11 /usr/bin/python3
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+def _python310_prefix() -> Path:
+    """The prefix of the host's Python 3.10 (the interpreter running the tests: .venv is made from it)."""
+    if sys.version_info[:2] != (3, 10):
+        raise RuntimeError(f"the guest's Python 3.10 is copied from the one running the tests; this is {sys.version}")
+    return Path(sys.base_prefix)
+
+
+def _python310_files(prefix: Path) -> list[Path]:
+    """What the guest gets of the interpreter: bin/python3.10, libpython, the standard library (no tests, no GUI)."""
+    files = [prefix / "bin" / "python3.10", *sorted((prefix / "lib").glob("libpython3*.so*"))]
+    stdlib = prefix / "lib" / "python3.10"
+    for dirpath, dirnames, filenames in os.walk(stdlib):
+        here = Path(dirpath)
+        if here == stdlib:
+            dirnames[:] = [d for d in dirnames if d not in _PY310_SKIP and not d.startswith("config-")]
+        files += [here / f for f in sorted(filenames) if not f.startswith("_tkinter")]
+        dirnames.sort()
+    return [f for f in files if f.exists() or f.is_symlink()]
+
+
+def _python310_recipe() -> dict[str, object]:
+    """The guest interpreter's identity for the cache key: version, prefix and every copied file's name and size."""
+    prefix = _python310_prefix()
+    h = hashlib.sha256()
+    for f in _python310_files(prefix):
+        h.update(f"{f.relative_to(prefix)}\0{f.lstat().st_size}\0".encode())
+    return {"version": platform.python_version(), "prefix": str(prefix), "files": h.hexdigest()[:16]}
+
+
+def _install_python310(tree: Path) -> None:
+    """Copy the host's 3.10 into the guest, make it /usr/bin/python3, pin Debian's scripts to 3.11, check it runs."""
+    prefix = _python310_prefix()
+    for f in _python310_files(prefix):
+        dest = tree / f.relative_to("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if f.is_symlink():
+            dest.symlink_to(os.readlink(f))
+        else:
+            shutil.copy2(f, dest)
+    (tree / "usr/bin/python3").unlink()
+    (tree / "usr/bin/python3").symlink_to(prefix / "bin" / "python3.10")
+    pinned = 0
+    for d in ("usr/bin", "usr/sbin", "usr/lib/cloud-init", "usr/libexec", "usr/share/python3"):
+        for f in sorted((tree / d).glob("*")) if (tree / d).is_dir() else ():
+            if not f.is_file() or f.is_symlink():
+                continue
+            with f.open("rb") as fh:
+                first = fh.readline(200)
+            if re.fullmatch(rb"#! ?/usr/bin/python3(\s.*)?\n?", first, re.DOTALL):
+                rest = f.read_bytes()[len(first) :]
+                f.write_bytes(first.replace(b"/usr/bin/python3", b"/usr/bin/python3.11", 1) + rest)
+                pinned += 1
+    _write_files(tree, {"etc/systemd/system/e2e-python3.service": _PY310_SWITCH_UNIT})
+    _enable_units(tree, ["e2e-python3.service"])
+    # The guest must have every shared library the 3.10 build links to, and Debian's tools must still run.
+    check = tree / "tmp" / "e2e-python3-check.py"
+    check.write_text(_PY310_CHECK)
+    try:
+        _run(["chroot", str(tree), "/usr/bin/python3", "-I", "/tmp/e2e-python3-check.py"], env={**_CHROOT_ENV})
+    finally:
+        check.unlink()
+    _run(["chroot", str(tree), "/usr/bin/cloud-init", "--version"], env={**_CHROOT_ENV}, stdout=subprocess.DEVNULL)
+    _log(f"guest python3 is {prefix}/bin/python3.10; {pinned} Debian scripts pinned to python3.11")
+
+
 def cache_dir() -> Path:
     """Where built images are kept between runs."""
     return Path(os.environ.get("HARMONIC_TEST_CACHE", "/var/cache/harmonic-installer-tests"))
@@ -132,6 +237,7 @@ def recipe() -> dict[str, object]:
         "enable": _ENABLE,
         "mask": _MASK,
         "root_size": ROOT_SIZE,
+        "python310": _python310_recipe(),
     }
 
 
@@ -251,6 +357,7 @@ def _build_base(final: Path) -> None:
     for d in ("data", "media/root-rw"):
         (tree / d).mkdir(parents=True, exist_ok=True)
     _enable_units(tree, _ENABLE, _MASK)
+    _install_python310(tree)
     _make_ext4(tree, work / "root.img")
     (work / "recipe.json").write_text(json.dumps(recipe(), indent=2, sort_keys=True) + "\n")
     if final.exists():

@@ -73,7 +73,7 @@ def serve(
 {user}
 daemon off;
 worker_processes 1;
-pid {_q(work / 'nginx.pid')};
+pid {_q(work / "nginx.pid")};
 error_log {_q(error)} info;
 events {{ worker_connections 1024; }}
 http {{
