@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# First the one thing this script cannot install from Debian: Python 3.10 (found, or downloaded with uv where
+# GitHub is reachable). Without it, stop now with the one line that says what to do.
+PY="$(scripts/find-python310.sh --obtain)"
+
 APT_PACKAGES=(
   nginx-light tinyproxy socat            # integration tests: web server, HTTP proxy, guestfwd connector
   mmdebstrap e2fsprogs uidmap            # isolated root filesystems (sandbox and VM image)
@@ -38,7 +42,6 @@ for svc in nginx tinyproxy; do
   if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
 done
 
-PY="$(scripts/find-python310.sh)"
 if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
   echo "bootstrap: creating .venv with $PY"
   rm -rf .venv
