@@ -147,3 +147,18 @@ def test_a_failed_run_is_explained_with_qemus_stderr_and_the_serial_tail(tmp_pat
     empty = vm.VmResult("qemu-exit", 1, 0.2, (), tmp_path / "vm.serial.log", "").explain()
     assert "QEMU stderr: (empty)" in empty
     assert "serial console: (nothing)" in empty
+
+
+def test_the_guest_gets_the_hosts_python310_without_tests_or_gui() -> None:
+    """The image's recipe names the host's 3.10; what is copied has the interpreter, libpython, ssl, no tests."""
+    spec = vm.recipe()["python310"]
+    assert isinstance(spec, dict)
+    assert str(spec["version"]).startswith("3.10.")
+    prefix = Path(str(spec["prefix"]))
+    rels = {str(f.relative_to(prefix)) for f in vm._python310_files(prefix)}
+    assert "bin/python3.10" in rels
+    assert "lib/python3.10/os.py" in rels
+    assert any(r.startswith("lib/python3.10/lib-dynload/_ssl.") for r in rels)
+    assert not any(
+        r.startswith(("lib/python3.10/test/", "lib/python3.10/tkinter/", "lib/python3.10/site-packages/")) for r in rels
+    )
