@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,14 @@ def test_the_guest_gets_the_hosts_python310_without_tests_or_gui() -> None:
     assert not any(
         r.startswith(("lib/python3.10/test/", "lib/python3.10/tkinter/", "lib/python3.10/site-packages/")) for r in rels
     )
+
+
+def test_the_guests_cloud_init_config_passes_cloud_inits_schema(tmp_path: Path) -> None:
+    """The image's cloud.cfg.d file is valid cloud-config (cloud-init warns on every boot otherwise)."""
+    path = tmp_path / "90-e2e.cfg"
+    path.write_text("#cloud-config\n" + vm._BASE_FILES["etc/cloud/cloud.cfg.d/90-e2e.cfg"])
+    result = subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid cloud-config" in result.stdout

@@ -83,11 +83,9 @@ _BASE_FILES: dict[str, str] = {
     ),
     "etc/systemd/network/20-wired.network": "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\n",
     # cloud-init: NoCloud only (a `cidata` seed disk); networking is networkd's, not cloud-init's. This small
-    # guest has no locales and no ssh (a MAAS ephemeral has both): no locale to set and no host keys to make,
-    # rather than cloud-init warnings on the console of every successful install.
-    "etc/cloud/cloud.cfg.d/90-e2e.cfg": (
-        "datasource_list: [ NoCloud ]\nnetwork: {config: disabled}\nlocale: false\nssh_genkeytypes: []\n"
-    ),
+    # guest has no `locales` (a MAAS ephemeral has): the locale is the built-in C.UTF-8, not cloud-init's
+    # en_US.UTF-8, which update-locale rejects here with an error on the console of every seeded boot.
+    "etc/cloud/cloud.cfg.d/90-e2e.cfg": "datasource_list: [ NoCloud ]\nnetwork: {config: disabled}\nlocale: C.UTF-8\n",
     # Wait for one link only (the single NIC), and not for long.
     "etc/systemd/system/systemd-networkd-wait-online.service.d/e2e.conf": (
         "[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=60\n"
