@@ -174,3 +174,11 @@ def test_the_guests_cloud_init_config_passes_cloud_inits_schema(tmp_path: Path) 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid cloud-config" in result.stdout
+
+
+def test_explain_without_serial_lines_gives_only_the_outcome_and_qemus_stderr(tmp_path: Path) -> None:
+    """explain(serial_lines=0) (the demo, whose console was shown live) adds no serial line at all."""
+    lines = (vm.SerialLine(1.0, "serial text"),)
+    text = vm.VmResult("qemu-exit", 1, 0.2, lines, tmp_path / "s.log", "qemu: boom\n").explain(serial_lines=0)
+    assert "qemu: boom" in text
+    assert "serial text" not in text

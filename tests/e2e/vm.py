@@ -504,8 +504,9 @@ class VmResult:
         head = f"outcome={self.outcome} rc={self.returncode} after {self.duration_s:.0f} s; log {self.serial_log}"
         stderr = self.qemu_stderr.strip()
         parts = [head, f"QEMU stderr:\n{stderr[-4000:]}" if stderr else "QEMU stderr: (empty)"]
-        tail = [line.text for line in self.lines[-serial_lines:]]
-        parts.append(f"last {len(tail)} serial lines:\n" + "\n".join(tail) if tail else "serial console: (nothing)")
+        tail = [line.text for line in self.lines[-serial_lines:]] if serial_lines > 0 else []
+        if serial_lines > 0:
+            parts.append(f"last {len(tail)} serial lines:\n" + "\n".join(tail) if tail else "serial console: (nothing)")
         return "\n".join(parts)
 
     def first(self, pattern: str) -> SerialLine | None:
