@@ -1,8 +1,10 @@
 # harmonic-installer: every entry point an operator or developer needs. Run as root on Debian 12.
 SHELL := /bin/bash
 PY := .venv/bin/python
+# The shared cache of built guest and sandbox images (a few GB; outside the checkout, shared by every checkout).
+TEST_CACHE := $(or $(HARMONIC_TEST_CACHE),/var/cache/harmonic-installer-tests)
 
-.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean bench bench-quick
+.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean distclean bench bench-quick
 
 help:
 	@echo "make demo        boot a VM and watch the installer do its whole job (docs/e2e.md)"
@@ -15,7 +17,8 @@ help:
 	@echo "make pyz         dist/harmonic-install.pyz (one file: python3 harmonic-install.pyz -p -i)"
 	@echo "make deb         dist/harmonic-installer_<version>_all.deb (pyz, /usr/sbin wrapper, systemd unit)"
 	@echo "make image       the MAAS image with Packer (packaging/packer: needs Packer and KVM)"
-	@echo "make clean       remove dist/"
+	@echo "make clean       remove what builds and tests leave in the checkout (dist/ build/ .cache/ caches)"
+	@echo "make distclean   also .venv and the shared image cache $(TEST_CACHE) (GBs; used by every checkout)"
 	@echo "make bench       benchmarks of issue 7 (about 20 min, root) -> tests/bench/results/"
 	@echo "make bench-quick the same, smaller and fewer (about 5 min)"
 
@@ -50,8 +53,18 @@ deb: pyz
 image: deb
 	$(MAKE) -C packaging/packer all
 
+# What the build and the tests leave in the checkout; .venv stays (`make distclean` removes it too).
 clean:
-	rm -rf dist
+	rm -rf dist build .cache .pytest_cache .mypy_cache .ruff_cache tests/bench/work
+	find . -path ./.venv -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+	$(MAKE) -C packaging/packer --no-print-directory clean
+
+# Everything `make test` and `make demo` made: also .venv and the shared cache of guest and sandbox images
+# outside the checkout (HARMONIC_TEST_CACHE). Other checkouts on this machine use that cache too: they rebuild it.
+distclean: clean
+	rm -rf .venv
+	@d='$(TEST_CACHE)'; if [[ "$$d" != /?* || "$$d" == / ]]; then echo "distclean: refusing to remove '$$d'" >&2; exit 1; fi
+	rm -rf '$(TEST_CACHE)'
 
 test-e2e: bootstrap
 	scripts/run-tests.sh -m e2e tests/e2e

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import signal
 import sys
 import traceback
@@ -197,6 +198,7 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
             log.info(
                 "install.started",
                 version=__version__,
+                python=platform.python_version(),
                 server=config.redact_url(settings.server_url),
                 proxy=settings.proxy_enabled,
             )

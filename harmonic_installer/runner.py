@@ -70,7 +70,7 @@ class Runner(Protocol):
             env: the child's complete environment (default: a copy of ours).
             timeout: seconds before the child's process group is killed.
             answer: a line fed to every prompt on stdin (the original piped `yes`); None gives /dev/null.
-            check: raise CommandError on a non-zero exit status.
+            check: raise CommandError on a non-zero exit status (else it is returned, logged as an answer).
             log_output: log each output line as it arrives (`command.output`), for long-running tools.
 
         Raises:
@@ -132,18 +132,18 @@ class SubprocessRunner:
                 returncode=None,
                 output_tail=result.tail,
             )
-        if rc != 0:
+        if rc != 0 and check:
             log.error("command.failed", argv=list(args), rc=rc, duration_s=duration, output_tail=result.tail)
-            if check:
-                raise CommandError(
-                    f"{_short(args)} failed with exit status {rc}",
-                    argv=args,
-                    returncode=rc,
-                    output_tail=result.tail,
-                )
-        else:
-            log.info("command.finished", argv=list(args), rc=rc, duration_s=duration)
-            log.debug("command.output", argv=list(args), output=result.output[-8192:])
+            raise CommandError(
+                f"{_short(args)} failed with exit status {rc}",
+                argv=args,
+                returncode=rc,
+                output_tail=result.tail,
+            )
+        # With check=False a non-zero status is an answer the caller reads (dpkg-query: "not installed"),
+        # not a failure: the caller logs at error level if it is one.
+        log.info("command.finished", argv=list(args), rc=rc, duration_s=duration)
+        log.debug("command.output", argv=list(args), output=result.output[-8192:])
         return result
 
 

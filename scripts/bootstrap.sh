@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# First the one thing this script cannot install from Debian: Python 3.10 (found, or downloaded with uv where
+# GitHub is reachable). Without it, stop now with the one line that says what to do.
+PY="$(scripts/find-python310.sh --obtain)"
+
 APT_PACKAGES=(
   nginx-light tinyproxy socat            # integration tests: web server, HTTP proxy, guestfwd connector
   mmdebstrap e2fsprogs uidmap            # isolated root filesystems (sandbox and VM image)
@@ -38,7 +42,6 @@ for svc in nginx tinyproxy; do
   if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
 done
 
-PY="$(scripts/find-python310.sh)"
 if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
   echo "bootstrap: creating .venv with $PY"
   rm -rf .venv
@@ -53,9 +56,15 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   # The project itself: on sys.path through a .pth file, plus the console script (no build backend needed).
   site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   echo "$PWD" >"$site/harmonic-installer-dev.pth"
-  printf '#!%s\nimport sys\nfrom harmonic_installer.cli import main\nsys.exit(main())\n' "$PWD/.venv/bin/python" >.venv/bin/harmonic-install
-  chmod +x .venv/bin/harmonic-install
   echo "$want" >"$stamp"
+fi
+# The console script. A `#!` line cannot hold a path with spaces (the checkout may be anywhere): a sh launcher.
+# shellcheck disable=SC2016  # expanded by the launcher, not here
+launcher='#!/bin/sh
+exec "$(dirname -- "$0")/python" -m harmonic_installer "$@"'
+if [[ "$(cat .venv/bin/harmonic-install 2>/dev/null)" != "$launcher" ]]; then
+  printf '%s\n' "$launcher" >.venv/bin/harmonic-install
+  chmod +x .venv/bin/harmonic-install
 fi
 # The runtime wheels, so `make pyz` and the packaging tests can build offline (packaging/build_pyz.py).
 wheels_stamp=.cache/wheels/.lock-sha256

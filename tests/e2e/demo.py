@@ -61,11 +61,14 @@ def summary(r: ScenarioResult, *, prep: dict[str, float]) -> list[str]:
     lines.append("            steps: " + ", ".join(per_step))
     started = r.vm.first(r"install\.started|harmonic-install\[\d+\]")
     boot = f"installer started {started.t:.0f} s after QEMU started; " if started else ""
-    lines.append(f"            guest: {boot}QEMU exited after {r.vm.duration_s:.0f} s ({r.vm.outcome})")
+    python = f"Python {r.python_version() or '(not seen)'}; "
+    lines.append(f"            guest: {python}{boot}QEMU exited after {r.vm.duration_s:.0f} s ({r.vm.outcome})")
     lines.append(f"serial log  {r.vm.serial_log}")
     ok = r.vm.outcome == "reboot" and holds and all(n in steps for n in scenarios.STEPS)
     lines.append("")
     lines.append("RESULT      " + ("OK: installed, written, verified from the host, rebooted" if ok else "FAILED"))
+    if not ok:  # the serial console was shown live: add what QEMU itself said
+        lines.append(r.vm.explain(serial_lines=0))
     lines.append("=" * 100)
     return lines
 

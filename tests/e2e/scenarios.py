@@ -111,6 +111,7 @@ class Scenario:
     expect_failure: bool = False  # wait for the installer's FAILED line, then press the power button
     live: bool = False  # copy the serial console to our stdout as it arrives
     latest_redirect: bool = False  # the proxied server answers apollo/latest with nginx `return 302` (issue 12)
+    python3: Literal["3.10", "3.11"] = "3.10"  # the guest's /usr/bin/python3: the target's 3.10, or Debian's 3.11
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,11 @@ class ScenarioResult:
                 event["_t"] = line.t
                 found.append(event)
         return found
+
+    def python_version(self) -> str | None:
+        """The Python the installer ran on in the guest (its `install.started` event), e.g. '3.10.13'."""
+        started = [e for e in self.events() if e.get("event") == "install.started"]
+        return str(started[0].get("python")) if started else None
 
     def finished_steps(self) -> dict[str, dict[str, object]]:
         """step name -> its `step.finished` (or `step.failed`) event."""
@@ -246,7 +252,8 @@ def run_scenario(
                 rest_maas[0].kernel_params(rest_maas[1], MAAS_HOST_PORT)
                 if rest_maas
                 else maas.kernel_params(maas.endpoint(MAAS_HOST_PORT))
-            ),
+            )
+            + ([vm.GUEST_PYTHON_SWITCH] if scenario.python3 == "3.11" else []),
             seed=seed,
         )
         t1 = time.monotonic()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,75 @@ def test_mounts_left_inside_a_build_directory_are_found() -> None:
     """Mount points below a directory are listed (so an interrupted build is unmounted before rm -rf)."""
     assert "/proc" in vm._mounts_under(Path("/"))
     assert vm._mounts_under(Path("/proc/self/fdinfo")) == []
+
+
+def test_qmp_socket_is_short_and_private_whatever_the_checkout_path(tmp_path: Path) -> None:
+    """The QMP socket fits sun_path (<= 107 bytes) from a 300-byte work dir with spaces; kill() removes its dir."""
+    workdir = tmp_path / ("a checkout path, with spaces and commas " * 8) / "build" / "e2e" / "test_x"
+    assert len(os.fsencode(workdir)) > 300
+    machine = vm.Vm(vm.VmSpec(image=IMAGE, disk=workdir / "sda.img"), workdir)
+    sock = machine.qmp_socket
+    assert len(os.fsencode(sock)) <= vm.SOCKET_PATH_MAX
+    assert workdir not in sock.parents
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    assert machine.qmp_socket == sock  # one directory per run
+    machine.kill()
+    assert not sock.parent.exists()
+
+
+def test_paths_with_commas_are_escaped_in_qemu_options(tmp_path: Path) -> None:
+    """A comma in a disk or socket path is doubled inside QEMU's option lists, so the path stays one value."""
+    spec = vm.VmSpec(image=IMAGE, disk=Path("/tmp/a dir, with a comma/sda.img"), seed=Path("/x,y/seed.img"))
+    argv = vm.qemu_argv(spec, Path("/run/hi-vm-1,2/qmp"))
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives[1].startswith("file=/tmp/a dir,, with a comma/sda.img,if=none,")
+    assert drives[2].startswith("file=/x,,y/seed.img,if=virtio,")
+    assert argv[argv.index("-qmp") + 1] == "unix:/run/hi-vm-1,,2/qmp,server=on,wait=off"
+
+
+def test_a_failed_run_is_explained_with_qemus_stderr_and_the_serial_tail(tmp_path: Path) -> None:
+    """explain() gives the outcome, QEMU's stderr (where QEMU says why it stopped) and the last serial lines."""
+    lines = tuple(vm.SerialLine(float(i), f"line {i}") for i in range(100))
+    result = vm.VmResult("qemu-exit", 1, 0.2, lines, tmp_path / "vm.serial.log", "qemu: UNIX socket path too long\n")
+    text = result.explain(serial_lines=5)
+    assert "outcome=qemu-exit rc=1" in text
+    assert "qemu: UNIX socket path too long" in text
+    assert text.endswith("line 95\nline 96\nline 97\nline 98\nline 99")
+    assert "line 94" not in text
+    empty = vm.VmResult("qemu-exit", 1, 0.2, (), tmp_path / "vm.serial.log", "").explain()
+    assert "QEMU stderr: (empty)" in empty
+    assert "serial console: (nothing)" in empty
+
+
+def test_the_guest_gets_the_hosts_python310_without_tests_or_gui() -> None:
+    """The image's recipe names the host's 3.10; what is copied has the interpreter, libpython, ssl, no tests."""
+    spec = vm.recipe()["python310"]
+    assert isinstance(spec, dict)
+    assert str(spec["version"]).startswith("3.10.")
+    prefix = Path(str(spec["prefix"]))
+    rels = {str(f.relative_to(prefix)) for f in vm._python310_files(prefix)}
+    assert "bin/python3.10" in rels
+    assert "lib/python3.10/os.py" in rels
+    assert any(r.startswith("lib/python3.10/lib-dynload/_ssl.") for r in rels)
+    assert not any(
+        r.startswith(("lib/python3.10/test/", "lib/python3.10/tkinter/", "lib/python3.10/site-packages/")) for r in rels
+    )
+
+
+def test_the_guests_cloud_init_config_passes_cloud_inits_schema(tmp_path: Path) -> None:
+    """The image's cloud.cfg.d file is valid cloud-config (cloud-init warns on every boot otherwise)."""
+    path = tmp_path / "90-e2e.cfg"
+    path.write_text("#cloud-config\n" + vm._BASE_FILES["etc/cloud/cloud.cfg.d/90-e2e.cfg"])
+    result = subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid cloud-config" in result.stdout
+
+
+def test_explain_without_serial_lines_gives_only_the_outcome_and_qemus_stderr(tmp_path: Path) -> None:
+    """explain(serial_lines=0) (the demo, whose console was shown live) adds no serial line at all."""
+    lines = (vm.SerialLine(1.0, "serial text"),)
+    text = vm.VmResult("qemu-exit", 1, 0.2, lines, tmp_path / "s.log", "qemu: boom\n").explain(serial_lines=0)
+    assert "qemu: boom" in text
+    assert "serial text" not in text

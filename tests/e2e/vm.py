@@ -20,11 +20,13 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -80,8 +82,10 @@ _BASE_FILES: dict[str, str] = {
         "tmpfs /data tmpfs mode=0755,size=768M 0 0\n"
     ),
     "etc/systemd/network/20-wired.network": "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\n",
-    # cloud-init: NoCloud only (a `cidata` seed disk); networking is networkd's, not cloud-init's.
-    "etc/cloud/cloud.cfg.d/90-e2e.cfg": "datasource_list: [ NoCloud ]\nnetwork: {config: disabled}\n",
+    # cloud-init: NoCloud only (a `cidata` seed disk); networking is networkd's, not cloud-init's. This small
+    # guest has no `locales` (a MAAS ephemeral has): the locale is the built-in C.UTF-8, not cloud-init's
+    # en_US.UTF-8, which update-locale rejects here with an error on the console of every seeded boot.
+    "etc/cloud/cloud.cfg.d/90-e2e.cfg": "datasource_list: [ NoCloud ]\nnetwork: {config: disabled}\nlocale: C.UTF-8\n",
     # Wait for one link only (the single NIC), and not for long.
     "etc/systemd/system/systemd-networkd-wait-online.service.d/e2e.conf": (
         "[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=60\n"
@@ -111,6 +115,110 @@ ALT_WEB_IP = "10.0.2.102"
 KERNEL_CMDLINE = ("root=/dev/vda", "rw", "console=ttyS0", "quiet", "panic=-1")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The target's Python in the guest. Ubuntu 22.04 runs the installer on Python 3.10; Debian 12 ships only 3.11.
+# The host's 3.10 (the interpreter .venv is made from: pyenv's or uv's build, made for this Debian 12) is copied
+# into the guest at the same prefix, and the guest's /usr/bin/python3 points at it, so the unit's
+# `/usr/bin/python3 -I ...pyz` and the user-data's `python3 -I ...pyz` run 3.10 as on the target. Debian's own
+# Python programs (cloud-init, py3compile, ...) keep Debian's 3.11: their `#!/usr/bin/python3` lines are pinned to
+# python3.11. The kernel parameter `e2e.python3=3.11` switches /usr/bin/python3 back to 3.11 for one run.
+GUEST_PYTHON_SWITCH = "e2e.python3=3.11"
+_PY310_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages"}
+_PY310_CHECK = (  # what the installer and its dependencies import, plus every extension module that is built
+    "import sys, ssl, hashlib, zlib, ctypes, lzma, bz2, json, zipimport, sqlite3, uuid, pyexpat, _decimal\n"
+    "import importlib, pathlib\n"
+    "d = pathlib.Path(sys.base_prefix, 'lib', 'python3.10', 'lib-dynload')\n"
+    "bad = []\n"
+    "for so in sorted(d.glob('*.so')):\n"
+    "    name = so.name.split('.')[0]\n"
+    "    try:\n"
+    "        importlib.import_module(name)\n"
+    "    except ImportError as e:\n"
+    "        bad.append(f'{name}: {e}')\n"
+    "print('python', sys.version.split()[0], 'missing:', bad or 'none')\n"
+    "sys.exit(1 if bad or sys.version_info[:2] != (3, 10) else 0)\n"
+)
+_PY310_SWITCH_UNIT = f"""[Unit]
+Description=e2e: /usr/bin/python3 is Debian's 3.11 for this run ({GUEST_PYTHON_SWITCH})
+DefaultDependencies=no
+ConditionKernelCommandLine={GUEST_PYTHON_SWITCH}
+After=local-fs.target
+Before=sysinit.target cloud-init-local.service cloud-config.service cloud-final.service harmonic-installer.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/ln -sfn python3.11 /usr/bin/python3
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+def _python310_prefix() -> Path:
+    """The prefix of the host's Python 3.10 (the interpreter running the tests: .venv is made from it)."""
+    if sys.version_info[:2] != (3, 10):
+        raise RuntimeError(f"the guest's Python 3.10 is copied from the one running the tests; this is {sys.version}")
+    return Path(sys.base_prefix)
+
+
+def _python310_files(prefix: Path) -> list[Path]:
+    """What the guest gets of the interpreter: bin/python3.10, libpython, the standard library (no tests, no GUI)."""
+    files = [prefix / "bin" / "python3.10", *sorted((prefix / "lib").glob("libpython3*.so*"))]
+    stdlib = prefix / "lib" / "python3.10"
+    for dirpath, dirnames, filenames in os.walk(stdlib):
+        here = Path(dirpath)
+        if here == stdlib:
+            dirnames[:] = [d for d in dirnames if d not in _PY310_SKIP and not d.startswith("config-")]
+        files += [here / f for f in sorted(filenames) if not f.startswith("_tkinter")]
+        dirnames.sort()
+    return [f for f in files if f.exists() or f.is_symlink()]
+
+
+def _python310_recipe() -> dict[str, object]:
+    """The guest interpreter's identity for the cache key: version, prefix and every copied file's name and size."""
+    prefix = _python310_prefix()
+    h = hashlib.sha256()
+    for f in _python310_files(prefix):
+        h.update(f"{f.relative_to(prefix)}\0{f.lstat().st_size}\0".encode())
+    return {"version": platform.python_version(), "prefix": str(prefix), "files": h.hexdigest()[:16]}
+
+
+def _install_python310(tree: Path) -> None:
+    """Copy the host's 3.10 into the guest, make it /usr/bin/python3, pin Debian's scripts to 3.11, check it runs."""
+    prefix = _python310_prefix()
+    for f in _python310_files(prefix):
+        dest = tree / f.relative_to("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if f.is_symlink():
+            dest.symlink_to(os.readlink(f))
+        else:
+            shutil.copy2(f, dest)
+    (tree / "usr/bin/python3").unlink()
+    (tree / "usr/bin/python3").symlink_to(prefix / "bin" / "python3.10")
+    pinned = 0
+    for d in ("usr/bin", "usr/sbin", "usr/lib/cloud-init", "usr/libexec", "usr/share/python3"):
+        for f in sorted((tree / d).glob("*")) if (tree / d).is_dir() else ():
+            if not f.is_file() or f.is_symlink():
+                continue
+            with f.open("rb") as fh:
+                first = fh.readline(200)
+            if re.fullmatch(rb"#! ?/usr/bin/python3(\s.*)?\n?", first, re.DOTALL):
+                rest = f.read_bytes()[len(first) :]
+                f.write_bytes(first.replace(b"/usr/bin/python3", b"/usr/bin/python3.11", 1) + rest)
+                pinned += 1
+    _write_files(tree, {"etc/systemd/system/e2e-python3.service": _PY310_SWITCH_UNIT})
+    _enable_units(tree, ["e2e-python3.service"])
+    # The guest must have every shared library the 3.10 build links to, and Debian's tools must still run.
+    check = tree / "tmp" / "e2e-python3-check.py"
+    check.write_text(_PY310_CHECK)
+    try:
+        _run(["chroot", str(tree), "/usr/bin/python3", "-I", "/tmp/e2e-python3-check.py"], env={**_CHROOT_ENV})
+    finally:
+        check.unlink()
+    _run(["chroot", str(tree), "/usr/bin/cloud-init", "--version"], env={**_CHROOT_ENV}, stdout=subprocess.DEVNULL)
+    _log(f"guest python3 is {prefix}/bin/python3.10; {pinned} Debian scripts pinned to python3.11")
+
+
 def cache_dir() -> Path:
     """Where built images are kept between runs."""
     return Path(os.environ.get("HARMONIC_TEST_CACHE", "/var/cache/harmonic-installer-tests"))
@@ -131,6 +239,7 @@ def recipe() -> dict[str, object]:
         "enable": _ENABLE,
         "mask": _MASK,
         "root_size": ROOT_SIZE,
+        "python310": _python310_recipe(),
     }
 
 
@@ -250,6 +359,7 @@ def _build_base(final: Path) -> None:
     for d in ("data", "media/root-rw"):
         (tree / d).mkdir(parents=True, exist_ok=True)
     _enable_units(tree, _ENABLE, _MASK)
+    _install_python310(tree)
     _make_ext4(tree, work / "root.img")
     (work / "recipe.json").write_text(json.dumps(recipe(), indent=2, sort_keys=True) + "\n")
     if final.exists():
@@ -389,6 +499,16 @@ class VmResult:
         """The whole serial console as text."""
         return "\n".join(line.text for line in self.lines)
 
+    def explain(self, serial_lines: int = 60) -> str:
+        """Why a run ended as it did, for an assertion message: outcome, QEMU's stderr, the last serial lines."""
+        head = f"outcome={self.outcome} rc={self.returncode} after {self.duration_s:.0f} s; log {self.serial_log}"
+        stderr = self.qemu_stderr.strip()
+        parts = [head, f"QEMU stderr:\n{stderr[-4000:]}" if stderr else "QEMU stderr: (empty)"]
+        tail = [line.text for line in self.lines[-serial_lines:]] if serial_lines > 0 else []
+        if serial_lines > 0:
+            parts.append(f"last {len(tail)} serial lines:\n" + "\n".join(tail) if tail else "serial console: (nothing)")
+        return "\n".join(parts)
+
     def first(self, pattern: str) -> SerialLine | None:
         """The first serial line matching a regular expression."""
         rx = re.compile(pattern)
@@ -424,6 +544,22 @@ class VmSpec:
     cpus: int = 1
 
 
+def _opt_path(path: Path) -> str:
+    """A path as a value inside a QEMU option list (`file=...,if=...`): a comma is written twice."""
+    return str(path).replace(",", ",,")
+
+
+# AF_UNIX socket paths hold at most 107 bytes (sun_path is 108 with the NUL), so sockets never live under the
+# checkout (any length, any characters): each run gets a private directory under a short base (/run as root).
+SOCKET_PATH_MAX = 107
+
+
+def runtime_dir() -> Path:
+    """A new private (0700) directory for one run's sockets, with a short path whatever the checkout's."""
+    base = "/run" if os.access("/run", os.W_OK | os.X_OK) else "/tmp"
+    return Path(tempfile.mkdtemp(prefix="hi-vm-", dir=base))
+
+
 def qemu_argv(spec: VmSpec, qmp: Path) -> list[str]:
     """The QEMU command line for a run (serial console on stdout, monitor on a QMP socket)."""
     netdev = ",".join(["user", "id=net0", "restrict=on", *(f.netdev_option() for f in spec.forwards)])
@@ -439,19 +575,19 @@ def qemu_argv(spec: VmSpec, qmp: Path) -> list[str]:
         "-kernel", str(spec.image.kernel),
         "-initrd", str(spec.image.initrd),
         "-append", " ".join([*KERNEL_CMDLINE, *spec.cmdline]),
-        "-drive", f"file={spec.image.root},if=virtio,format=raw,discard=unmap",
+        "-drive", f"file={_opt_path(spec.image.root)},if=virtio,format=raw,discard=unmap",
         "-device", "virtio-scsi-pci,id=scsi0",
-        "-drive", f"file={spec.disk},if=none,id=target,format=raw,snapshot=off,cache=writeback",
+        "-drive", f"file={_opt_path(spec.disk)},if=none,id=target,format=raw,snapshot=off,cache=writeback",
         "-device", "scsi-hd,drive=target,bus=scsi0.0,serial=E2ETARGET0001",
         "-netdev", netdev,
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
         "-chardev", "stdio,id=ser0,signal=off",
         "-serial", "chardev:ser0",
-        "-qmp", f"unix:{qmp},server=on,wait=off",
+        "-qmp", f"unix:{_opt_path(qmp)},server=on,wait=off",
     ]  # fmt: skip
     if spec.seed is not None:
-        argv += ["-drive", f"file={spec.seed},if=virtio,format=raw,readonly=on"]
+        argv += ["-drive", f"file={_opt_path(spec.seed)},if=virtio,format=raw,readonly=on"]
     return argv
 
 
@@ -464,7 +600,7 @@ class Vm:
         self.live = live
         self.serial_log = workdir / f"{name}.serial.log"
         self._stderr_path = workdir / f"{name}.qemu.stderr"
-        self._qmp_path = workdir / f"{name}.qmp"
+        self._rundir: Path | None = None
         self._lines: list[SerialLine] = []
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -476,8 +612,7 @@ class Vm:
     def start(self) -> Vm:
         """Start QEMU; the serial console is read by a thread into `lines` and the serial log file."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._qmp_path.unlink(missing_ok=True)
-        argv = qemu_argv(self.spec, self._qmp_path)
+        argv = qemu_argv(self.spec, self.qmp_socket)
         (self.workdir / "qemu.argv").write_text(json.dumps(argv, indent=1) + "\n")
         self._started = time.monotonic()
         with self._stderr_path.open("wb") as err:
@@ -493,12 +628,25 @@ class Vm:
         self.kill()
 
     def kill(self) -> None:
-        """Stop QEMU at once if it still runs."""
+        """Stop QEMU at once if it still runs, and remove the run's socket directory."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self._rundir is not None:
+            shutil.rmtree(self._rundir, ignore_errors=True)
+            self._rundir = None
+
+    @property
+    def qmp_socket(self) -> Path:
+        """The QMP socket, in the run's private socket directory (created on first use, removed by kill)."""
+        if self._rundir is None:
+            self._rundir = runtime_dir()
+        path = self._rundir / "qmp"
+        if len(os.fsencode(path)) > SOCKET_PATH_MAX:
+            raise RuntimeError(f"socket path {path} is longer than {SOCKET_PATH_MAX} bytes")
+        return path
 
     def _read_serial(self) -> None:
         assert self._proc is not None
@@ -553,8 +701,16 @@ class Vm:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (not self.running() and self._reader is not None and not self._reader.is_alive()):
                     tail = "\n".join(x.text for x in self._lines[-40:])
-                    raise TimeoutError(f"no serial line matched {pattern!r} within {timeout:.0f} s; tail:\n{tail}")
+                    why = "QEMU exited" if not self.running() else f"not within {timeout:.0f} s"
+                    raise TimeoutError(
+                        f"no serial line matched {pattern!r} ({why}); QEMU stderr:\n{self._stderr_tail()}\n"
+                        f"serial tail:\n{tail}"
+                    )
                 self._cond.wait(timeout=min(remaining, 1.0))
+
+    def _stderr_tail(self) -> str:
+        text = self._stderr_path.read_text(errors="replace").strip() if self._stderr_path.exists() else ""
+        return text[-4000:] or "(empty)"
 
     # -- control
 
@@ -562,7 +718,7 @@ class Vm:
         """Send one QMP command and return its reply."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
-            s.connect(str(self._qmp_path))
+            s.connect(str(self.qmp_socket))
             f = s.makefile("rwb")
             f.readline()  # greeting
             for cmd in ("qmp_capabilities", command):

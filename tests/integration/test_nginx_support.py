@@ -26,3 +26,14 @@ def test_serves_a_file_with_range_and_etag(tmp_path: Path) -> None:
         assert etag
         assert not etag.startswith("W/")
         assert any("GET /blob.bin" in line for line in web.requests())
+
+
+def test_serves_from_a_directory_whose_path_has_spaces_quotes_and_semicolons(tmp_path: Path) -> None:
+    """A document root (and so its pid, logs and temp paths) under a path with spaces, ';', '"' and '{' works."""
+    root = tmp_path / 'a checkout; with "odd" {chars}, and spaces' / "www"
+    root.mkdir(parents=True)
+    (root / "f.txt").write_text("hello\n")
+    with serve(root) as web:
+        with urllib.request.urlopen(f"{web.url}/f.txt") as resp:
+            assert resp.read() == b"hello\n"
+        assert any("GET /f.txt" in line for line in web.requests())

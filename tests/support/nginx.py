@@ -41,6 +41,11 @@ class Nginx:
         return self.access_log.read_text().splitlines()
 
 
+def _q(path: Path) -> str:
+    """A path as one nginx config token (quoted: a checkout path may hold spaces, quotes or semicolons)."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @contextmanager
 def serve(
     root: Path, *, host: str = "127.0.0.1", port: int | None = None, extra_http: str = "", extra_server: str = ""
@@ -62,26 +67,27 @@ def serve(
     access, error = work / "access.log", work / "error.log"
     user = "user root;" if os.geteuid() == 0 else ""
     conf = work / "nginx.conf"
+    tmp = _q(work / "tmp")
     conf.write_text(
         f"""
 {user}
 daemon off;
 worker_processes 1;
-pid {work}/nginx.pid;
-error_log {error} info;
+pid {_q(work / "nginx.pid")};
+error_log {_q(error)} info;
 events {{ worker_connections 1024; }}
 http {{
     types {{ application/octet-stream iso deb; text/plain txt; }}
     default_type application/octet-stream;
-    access_log {access} combined;
-    client_body_temp_path {work}/tmp; proxy_temp_path {work}/tmp; fastcgi_temp_path {work}/tmp;
-    uwsgi_temp_path {work}/tmp; scgi_temp_path {work}/tmp;
+    access_log {_q(access)} combined;
+    client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
     sendfile on;
     absolute_redirect off;
     {extra_http}
     server {{
         listen {host}:{port};
-        root {root};
+        root {_q(root)};
         {extra_server}
     }}
 }}

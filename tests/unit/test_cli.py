@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import pytest
@@ -121,10 +122,14 @@ def test_combined_flags_and_json_install(site: Site, tmp_path: Path, capsys: pyt
     assert seen[0].proxy_enabled
     assert seen[0].verbose
     assert seen[0].install
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["outcome"] == "installed"
     assert [s["name"] for s in report["steps"]] == list(plan.STEPS)
     assert report["steps"][-1]["status"] == "skipped"
+    # The log says which Python runs the installer (the target's is 3.10; the VM tests check it from the serial).
+    started = [json.loads(line) for line in captured.err.splitlines() if '"install.started"' in line]
+    assert [e["python"] for e in started] == [platform.python_version()]
 
 
 def test_failure_prints_one_line_and_exit_code(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811

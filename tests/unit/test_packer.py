@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,8 +68,10 @@ def _make_n(*overrides: str) -> str:
 
 
 def _packer_build_vars(make_output: str) -> dict[str, str]:
-    command = make_output[make_output.index("packer build") :].split("\n.\n", 1)[0]
-    return dict(re.findall(r"-var (\w+)=(\S+)", command))
+    command = make_output[make_output.index("packer build") :].split("\n.\n", 1)[0] + "\n."
+    command = re.sub(r"\$\([^()]*\)", "SUBSTITUTED", command.replace("\\\n", " "))  # $(sha256sum ...)
+    words = shlex.split(command)  # as the shell splits it: a quoted path with spaces stays one word
+    return dict(w.split("=", 1) for v, w in itertools.pairwise(words) if v == "-var")
 
 
 def test_template_declares_the_seeds_variables_with_its_defaults() -> None:

@@ -42,6 +42,24 @@ def test_check_false_returns_the_failure() -> None:
     assert SubprocessRunner().run(["false"], check=False).returncode == 1
 
 
+def test_check_false_nonzero_status_is_logged_as_an_answer_not_an_error() -> None:
+    """With check=False a non-zero status is logged as command.finished at info level with its rc, no error."""
+    with capture_logs() as logs:
+        SubprocessRunner().run(["sh", "-c", "echo nope; exit 1"], check=False)
+    assert [e["log_level"] for e in logs if e["log_level"] in {"error", "warning", "critical"}] == []
+    finished = [e for e in logs if e["event"] == "command.finished"]
+    assert [(e["log_level"], e["rc"]) for e in finished] == [("info", 1)]
+
+
+def test_check_true_nonzero_status_is_an_error_event() -> None:
+    """With check (the default) a non-zero status is logged as command.failed at error level with the tail."""
+    with capture_logs() as logs, pytest.raises(CommandError):
+        SubprocessRunner().run(["sh", "-c", "echo boom; exit 2"])
+    failed = [e for e in logs if e["event"] == "command.failed"]
+    assert [(e["log_level"], e["rc"]) for e in failed] == [("error", 2)]
+    assert "boom" in failed[0]["output_tail"]
+
+
 def test_missing_program_is_a_command_error() -> None:
     """A program that does not exist gives a one-line CommandError, not an OSError."""
     with pytest.raises(CommandError, match="cannot run /nonexistent/tool"):
