@@ -100,10 +100,12 @@ variable "ssh_username" {
   description = "Build VM login (set by user-data-build; locked again by scripts/cleanup.sh)."
 }
 
+# Not `sensitive`: Packer would then print <sensitive> for every "ubuntu" in its output, and the import command
+# would read base_image='<sensitive>/jammy'. The value is the seed's published default, valid only in the
+# build VM (scripts/cleanup.sh removes it).
 variable "ssh_password" {
   type        = string
   default     = "ubuntu"
-  sensitive   = true
   description = "Build VM password (the seed's default credentials; only valid while the image is built)."
 }
 
