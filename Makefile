@@ -9,7 +9,7 @@ help:
 	@echo "make test        set up everything (apt packages, .venv) and run lint + the whole test suite"
 	@echo "make test-unit   unit tests only (fast, no root-only parts)"
 	@echo "make test-e2e    only the VM tests (tests/e2e, a few minutes each under TCG)"
-	@echo "make image-e2e   the MAAS image built by real Packer (Debian's) under TCG and checked (opt-in, 10-20 min)"
+	@echo "make image-e2e   only the MAAS image tests: real Packer (Debian's) under TCG, then a MAAS-style boot (~9 min)"
 	@echo "make lint        ruff and mypy --strict"
 	@echo "make test-failsafe  the injected faults and bad inputs; rewrites docs/reliability.json and the README figures"
 	@echo "make sandbox-demo  a complete -p -i install in an isolated root on a loop device (docs/sandbox.md)"
@@ -57,7 +57,7 @@ clean:
 test-e2e: bootstrap
 	scripts/run-tests.sh -m e2e tests/e2e
 
-# Not part of `make test` (docs/e2e.md): a real `packer build` under TCG, then the tarball booted in memory.
+# Only the image tests (also in `make test`): a real `packer build` under TCG, then the tarball booted in memory.
 image-e2e: bootstrap
 	HARMONIC_TEST_IMAGE=1 scripts/run-tests.sh -m e2e tests/e2e/test_packer_image.py
 
