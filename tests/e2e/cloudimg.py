@@ -104,6 +104,8 @@ def cloud_image() -> CloudImage:
             _build(final)
         else:
             os.utime(final)
+    # Keep the two most recently used recipes (another checkout may use an older one at the same time).
+    vm._prune([p for p in vm.cache_dir().glob("cloudimg-*") if p.is_dir()], 2)
     return CloudImage(
         qcow2=final / "cloudimg.qcow2",
         sha256=(final / "cloudimg.qcow2.sha256").read_text().split()[0],

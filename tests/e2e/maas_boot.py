@@ -132,6 +132,9 @@ def rooturl_initrd(cloud: CloudImage) -> Path:
                 env={**vm._CHROOT_ENV},
             )  # fmt: skip
             shutil.move(cloud.tree / "tmp" / "initrd.rooturl", final)
+            for stale in final.parent.glob("initrd.rooturl-*"):  # made from an earlier script
+                if stale != final:
+                    stale.unlink()
         finally:
             shutil.rmtree(conf, ignore_errors=True)
     return final
