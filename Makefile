@@ -4,13 +4,14 @@ PY := .venv/bin/python
 # The shared cache of built guest and sandbox images (a few GB; outside the checkout, shared by every checkout).
 TEST_CACHE := $(or $(HARMONIC_TEST_CACHE),/var/cache/harmonic-installer-tests)
 
-.PHONY: help bootstrap test test-unit test-failsafe test-e2e lint demo sandbox-demo pyz deb image clean distclean bench bench-quick
+.PHONY: help bootstrap test test-unit test-failsafe test-e2e image-e2e lint demo sandbox-demo pyz deb image clean distclean bench bench-quick
 
 help:
 	@echo "make demo        boot a VM and watch the installer do its whole job (docs/e2e.md)"
 	@echo "make test        set up everything (apt packages, .venv) and run lint + the whole test suite"
 	@echo "make test-unit   unit tests only (fast, no root-only parts)"
 	@echo "make test-e2e    only the VM tests (tests/e2e, a few minutes each under TCG)"
+	@echo "make image-e2e   only the MAAS image tests: real Packer (Debian's) under TCG, then a MAAS-style boot (~9 min)"
 	@echo "make lint        ruff and mypy --strict"
 	@echo "make test-failsafe  the injected faults and bad inputs; rewrites docs/reliability.json and the README figures"
 	@echo "make sandbox-demo  a complete -p -i install in an isolated root on a loop device (docs/sandbox.md)"
@@ -68,6 +69,10 @@ distclean: clean
 
 test-e2e: bootstrap
 	scripts/run-tests.sh -m e2e tests/e2e
+
+# Only the image tests (also in `make test`): a real `packer build` under TCG, then the tarball booted in memory.
+image-e2e: bootstrap
+	HARMONIC_TEST_IMAGE=1 scripts/run-tests.sh -m e2e tests/e2e/test_packer_image.py
 
 demo:
 	scripts/demo.sh

@@ -22,6 +22,8 @@ APT_PACKAGES=(
   shellcheck                             # lint of packaging/ and Packer shell scripts
   make                                   # make deb / pyz from the VM tests
   curl wget time gnuplot-nox             # make bench: the tools compared, /usr/bin/time, the PNG charts
+  packer ovmf                            # make image-e2e: Debian's Packer 1.6 (QEMU builder), UEFI firmware
+  systemd-boot-efi binutils dosfstools mtools  # make image-e2e: the stand-in cloud image's ESP and UKI
 )
 
 missing=()

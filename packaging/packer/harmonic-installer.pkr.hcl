@@ -15,6 +15,11 @@ packer {
 
 locals {
   cloudimg_base = "https://cloud-images.ubuntu.com/${var.ubuntu_series}/current"
+  # The base image: Ubuntu's cloud image of the series, unless cloudimg_url names another (a local mirror).
+  cloudimg_url      = var.cloudimg_url != "" ? var.cloudimg_url : "${local.cloudimg_base}/${var.ubuntu_series}-server-cloudimg-amd64.img"
+  cloudimg_checksum = var.cloudimg_checksum != "" ? var.cloudimg_checksum : "file:${local.cloudimg_base}/SHA256SUMS"
+  # `-cpu host` needs KVM; under TCG QEMU's default CPU model is used.
+  qemu_cpu_args = var.accelerator == "kvm" ? [["-cpu", "host"]] : []
   proxy_env = [
     "http_proxy=${var.http_proxy}",
     "https_proxy=${var.https_proxy}",
@@ -23,28 +28,31 @@ locals {
 }
 
 source "qemu" "harmonic-installer" {
-  iso_url          = "${local.cloudimg_base}/${var.ubuntu_series}-server-cloudimg-amd64.img"
-  iso_checksum     = "file:${local.cloudimg_base}/SHA256SUMS"
-  disk_image       = true
-  use_backing_file = true
-  format           = "qcow2"
-  disk_size        = "4G"
-  cpus             = 2
-  memory           = 2048
-  headless         = var.headless
-  http_directory   = var.http_directory
-  boot_wait        = "2s"
+  iso_url           = local.cloudimg_url
+  iso_checksum      = local.cloudimg_checksum
+  disk_image        = true
+  use_backing_file  = true
+  format            = "qcow2"
+  disk_size         = "4G"
+  cpus              = 2
+  memory            = 2048
+  headless          = var.headless
+  http_directory    = var.http_directory
+  http_bind_address = var.http_bind_address
+  boot_wait         = "2s"
+  # Packer passes `-machine type=<machine_type>,accel=<accelerator>`: Ubuntu's QEMU and Debian's both have
+  # pc and q35 (the `ubuntu` machine type is Ubuntu's only).
+  accelerator  = var.accelerator
+  machine_type = var.machine_type
   qemu_img_args {
     create = ["-F", "qcow2"]
   }
-  qemuargs = [
-    ["-machine", "ubuntu,accel=kvm"],
-    ["-cpu", "host"],
+  qemuargs = concat(local.qemu_cpu_args, [
     ["-drive", "if=pflash,format=raw,readonly=on,file=${var.ovmf_code}"],
     ["-drive", "if=pflash,format=raw,file=OVMF_VARS.fd"],
     ["-drive", "file=output-harmonic-installer/packer-harmonic-installer,format=qcow2"],
     ["-drive", "file=seeds-build.iso,format=raw"],
-  ]
+  ], var.extra_qemuargs)
   ssh_username           = var.ssh_username
   ssh_password           = var.ssh_password
   ssh_timeout            = var.timeout

@@ -46,6 +46,42 @@ variable "ovmf_code" {
   description = "UEFI firmware code for the build VM (its variables file is copied to OVMF_VARS.fd by make)."
 }
 
+variable "accelerator" {
+  type        = string
+  default     = "kvm"
+  description = "QEMU accelerator of the build VM: kvm (with -cpu host), or tcg where there is no KVM (slow)."
+}
+
+variable "machine_type" {
+  type        = string
+  default     = "q35"
+  description = "QEMU machine type: q35 or pc exist in Ubuntu's and Debian's QEMU (`ubuntu` only in Ubuntu's)."
+}
+
+variable "cloudimg_url" {
+  type        = string
+  default     = ""
+  description = "Base image to build from instead of the series' Ubuntu cloud image (a mirror, a file:// URL)."
+}
+
+variable "cloudimg_checksum" {
+  type        = string
+  default     = ""
+  description = "Packer iso_checksum of cloudimg_url (sha256:<hex> or file:<SHA256SUMS URL>); required with it."
+}
+
+variable "extra_qemuargs" {
+  type        = list(list(string))
+  default     = []
+  description = "More QEMU arguments for the build VM (e.g. its own -netdev, a -serial log)."
+}
+
+variable "http_bind_address" {
+  type        = string
+  default     = "0.0.0.0"
+  description = "Address Packer's HTTP server listens on (the build VM reaches it as PACKER_HTTP_IP)."
+}
+
 variable "http_directory" {
   type        = string
   default     = "http"
@@ -64,10 +100,12 @@ variable "ssh_username" {
   description = "Build VM login (set by user-data-build; locked again by scripts/cleanup.sh)."
 }
 
+# Not `sensitive`: Packer would then print <sensitive> for every "ubuntu" in its output, and the import command
+# would read base_image='<sensitive>/jammy'. The value is the seed's published default, valid only in the
+# build VM (scripts/cleanup.sh removes it).
 variable "ssh_password" {
   type        = string
   default     = "ubuntu"
-  sensitive   = true
   description = "Build VM password (the seed's default credentials; only valid while the image is built)."
 }
 

@@ -67,15 +67,22 @@ def _make_n(*overrides: str) -> str:
     return result.stdout
 
 
+def _packer_build_command(make_output: str) -> str:
+    """The `packer build` command of `make -n` output, continuation lines included."""
+    lines = make_output[make_output.index("packer build") :].splitlines()
+    end = next(i for i, line in enumerate(lines) if not line.endswith("\\"))
+    return "\n".join(lines[: end + 1])
+
+
 def _packer_build_vars(make_output: str) -> dict[str, str]:
-    command = make_output[make_output.index("packer build") :].split("\n.\n", 1)[0] + "\n."
+    command = _packer_build_command(make_output)
     command = re.sub(r"\$\([^()]*\)", "SUBSTITUTED", command.replace("\\\n", " "))  # $(sha256sum ...)
     words = shlex.split(command)  # as the shell splits it: a quoted path with spaces stays one word
     return dict(w.split("=", 1) for v, w in itertools.pairwise(words) if v == "-var")
 
 
 def test_template_declares_the_seeds_variables_with_its_defaults() -> None:
-    """ubuntu_series=jammy, timeout=1h, customize_script=/dev/null, and the build login root/ubuntu."""
+    """ubuntu_series=jammy, timeout=1h, customize_script=/dev/null, the build login root/ubuntu (not censored)."""
     variables = _variables()
     defaults = {name: spec.get("default") for name, spec in variables.items()}
     assert defaults["ubuntu_series"] == "jammy"
@@ -83,20 +90,60 @@ def test_template_declares_the_seeds_variables_with_its_defaults() -> None:
     assert defaults["customize_script"] == "/dev/null"
     assert defaults["filename"] == "harmonic-installer.tar.gz"
     assert (defaults["ssh_username"], defaults["ssh_password"]) == ("root", "ubuntu")
-    assert variables["ssh_password"]["sensitive"] is True
+    # Not sensitive: Packer would censor every "ubuntu" in its output, base_image='ubuntu/jammy' included.
+    assert "sensitive" not in variables["ssh_password"]
 
 
 def test_template_builds_from_the_ubuntu_cloud_image_of_the_series() -> None:
-    """The qemu source boots the series' cloud image, checked against Ubuntu's SHA256SUMS."""
+    """The qemu source boots the series' cloud image, checked against Ubuntu's SHA256SUMS, unless overridden."""
     template = _load("harmonic-installer.pkr.hcl")
     (source,) = template["source"]
     qemu = source["qemu"]["harmonic-installer"]
+    local = template["locals"][0]
     assert qemu["disk_image"] is True
-    assert qemu["iso_url"] == "${local.cloudimg_base}/${var.ubuntu_series}-server-cloudimg-amd64.img"
-    assert qemu["iso_checksum"] == "file:${local.cloudimg_base}/SHA256SUMS"
-    assert template["locals"][0]["cloudimg_base"] == "https://cloud-images.ubuntu.com/${var.ubuntu_series}/current"
+    assert qemu["iso_url"] == "${local.cloudimg_url}"
+    assert qemu["iso_checksum"] == "${local.cloudimg_checksum}"
+    assert local["cloudimg_base"] == "https://cloud-images.ubuntu.com/${var.ubuntu_series}/current"
+    assert local["cloudimg_url"] == (
+        '${var.cloudimg_url != "" ? var.cloudimg_url : '
+        '"${local.cloudimg_base}/${var.ubuntu_series}-server-cloudimg-amd64.img"}'
+    )
+    assert local["cloudimg_checksum"] == (
+        '${var.cloudimg_checksum != "" ? var.cloudimg_checksum : "file:${local.cloudimg_base}/SHA256SUMS"}'
+    )
+    variables = _variables()
+    assert (variables["cloudimg_url"]["default"], variables["cloudimg_checksum"]["default"]) == ("", "")
     assert qemu["ssh_timeout"] == "${var.timeout}"
-    assert ["-drive", "file=seeds-build.iso,format=raw"] in qemu["qemuargs"]
+    assert '["-drive", "file=seeds-build.iso,format=raw"]' in qemu["qemuargs"]
+
+
+def test_machine_type_and_accelerator_are_variables_that_debians_qemu_knows() -> None:
+    """KVM and q35 by default; no `ubuntu` machine type anywhere; `-cpu host` only when the accelerator is KVM."""
+    template = _load("harmonic-installer.pkr.hcl")
+    qemu = template["source"][0]["qemu"]["harmonic-installer"]
+    variables = _variables()
+    assert (qemu["accelerator"], qemu["machine_type"]) == ("${var.accelerator}", "${var.machine_type}")
+    assert (variables["accelerator"]["default"], variables["machine_type"]["default"]) == ("kvm", "q35")
+    assert template["locals"][0]["qemu_cpu_args"] == '${var.accelerator == "kvm" ? [["-cpu", "host"]] : []}'
+    assert qemu["qemuargs"].startswith("${concat(local.qemu_cpu_args, [")
+    assert qemu["qemuargs"].endswith("], var.extra_qemuargs)}")
+    text = (PACKER_DIR / "harmonic-installer.pkr.hcl").read_text()
+    assert "ubuntu,accel" not in text
+    assert '"-machine"' not in text  # Packer builds -machine from machine_type and accelerator
+
+
+def test_packer16_rendering_drops_only_the_packer_block(tmp_path: Path) -> None:
+    """`make packer16` writes the same template without `packer {}` (Debian's Packer 1.6 cannot read it)."""
+    work = tmp_path / "packer"
+    shutil.copytree(PACKER_DIR, work, ignore=shutil.ignore_patterns("packer16", "output-*", "*.deb"))
+    subprocess.run(["make", "-s", "-C", str(work), "packer16"], check=True, capture_output=True)
+    original = (PACKER_DIR / "harmonic-installer.pkr.hcl").read_text()
+    rendered = (work / "packer16" / "harmonic-installer.pkr.hcl").read_text()
+    block = original[original.index("packer {") : original.index("\n}\n", original.index("packer {")) + 3]
+    assert "required_plugins" in block
+    assert rendered == original.replace(block, "")
+    assert (work / "packer16" / "variables.pkr.hcl").read_text() == (PACKER_DIR / "variables.pkr.hcl").read_text()
+    assert (work / "packer16" / "scripts").resolve() == (work / "scripts").resolve()
 
 
 def test_make_n_all_passes_the_seed_defaults_to_packer() -> None:
@@ -104,7 +151,9 @@ def test_make_n_all_passes_the_seed_defaults_to_packer() -> None:
     out = _make_n()
     assert "packer init ." in out
     assert "PACKER_LOG=0 packer build" in out
+    assert _packer_build_command(out).splitlines()[-1].strip() == "."  # the template directory, last
     passed = _packer_build_vars(out)
+    assert (passed["accelerator"], passed["machine_type"]) == ("kvm", "q35")
     assert passed["ubuntu_series"] == "jammy"
     assert passed["timeout"] == "1h"
     assert passed["customize_script"] == "/dev/null"
@@ -119,6 +168,17 @@ def test_make_n_all_passes_overrides_through(tmp_path: Path) -> None:
     assert "PACKER_LOG=1 /opt/packer build" in out
     passed = _packer_build_vars(out)
     assert (passed["ubuntu_series"], passed["timeout"], passed["customize_script"]) == ("noble", "2h", str(script))
+
+
+def test_make_n_all_for_debians_packer_builds_the_rendering_without_init() -> None:
+    """PACKER16=1 ACCEL=tcg MACHINE=pc: no `packer init`, build from packer16/, accelerator and type passed."""
+    out = _make_n("PACKER16=1", "ACCEL=tcg", "MACHINE=pc", "PACKER_VARS=-var-file=/t/x.pkrvars.hcl")
+    assert "packer init" not in out
+    assert "awk " in out  # the rendering is made first
+    passed = _packer_build_vars(out)
+    assert (passed["accelerator"], passed["machine_type"]) == ("tcg", "pc")
+    assert "-var-file=/t/x.pkrvars.hcl" in out
+    assert _packer_build_command(out).splitlines()[-1].strip() == "packer16"
 
 
 def test_makefile_and_template_agree_on_variables() -> None:
@@ -230,7 +290,8 @@ def test_build_login_is_the_seeds_root_ubuntu_and_cleanup_removes_it() -> None:
     (dropin,) = data["write_files"]
     assert "PermitRootLogin yes" in dropin["content"]
     cleanup = (PACKER_DIR / "scripts" / "cleanup.sh").read_text()
-    assert "passwd --lock root" in cleanup
+    assert "usermod --password '*' root" in cleanup  # no hash left behind, not even a locked one
+    assert "ssh_pwauth" not in data  # cloud-init would rewrite the image's own sshd_config
     assert dropin["path"] in cleanup
     assert "cloud-init clean --logs" in cleanup
 

@@ -2,8 +2,9 @@
 # Build VM, last provisioner: undo what the build needed, so the image holds no build login or state.
 set -euxo pipefail
 
-# The build login (user-data-build): lock root again, drop the SSH drop-in, keys and host keys.
-passwd --lock root
+# The build login (user-data-build): root gets no password at all again (`*`, as in the cloud image: a merely
+# locked hash could be unlocked), the SSH drop-in, keys and host keys go.
+usermod --password '*' root
 rm -f /etc/ssh/sshd_config.d/00-packer-build.conf /etc/apt/apt.conf.d/90-packer-build-proxy.conf
 rm -rf /root/.ssh /root/.cache
 rm -f /etc/ssh/ssh_host_*
