@@ -35,8 +35,8 @@ from typing import IO, Literal
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # What a MAAS ephemeral Ubuntu has that the installer touches: systemd + udev, python3, cloud-init, dpkg,
-# networking, block-device tools, wget (the user-data fetches the zipapp with it). curl is for the harness's own
-# probe unit.
+# networking, block-device tools, wget (the user-data fetches the zipapp with it), efibootmgr (UEFI boot
+# entries and BootNext, issue 11). curl is for the harness's own probe unit.
 PACKAGES = (
     "systemd-sysv",
     "udev",
@@ -49,6 +49,7 @@ PACKAGES = (
     "wget",
     "e2fsprogs",
     "fdisk",
+    "efibootmgr",
     "linux-image-amd64",
 )
 # Left out of the image to keep it small: documentation and kernel drivers a VM never loads.
