@@ -128,19 +128,7 @@ class ScenarioResult:
 
     def events(self) -> list[dict[str, object]]:
         """The installer's JSON log lines found on the serial console (journal+console prefixes stripped)."""
-        found = []
-        for line in self.vm.lines:
-            start = line.text.find("{")
-            if start < 0 or '"event"' not in line.text:
-                continue
-            try:
-                event = json.loads(line.text[start:])
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                event["_t"] = line.t
-                found.append(event)
-        return found
+        return json_events(self.vm.lines)
 
     def finished_steps(self) -> dict[str, dict[str, object]]:
         """step name -> its `step.finished` (or `step.failed`) event."""
@@ -156,6 +144,23 @@ class ScenarioResult:
         with self.disk.open("rb") as fh:
             head = fh.read(len(iso))
         return head == iso and vm.nonzero_bytes(self.disk) == len(iso) - iso.count(0)
+
+
+def json_events(lines: Sequence[vm.SerialLine]) -> list[dict[str, object]]:
+    """The installer's JSON log lines among serial lines (journal+console prefixes stripped; `_t`: when seen)."""
+    found = []
+    for line in lines:
+        start = line.text.find("{")
+        if start < 0 or '"event"' not in line.text:
+            continue
+        try:
+            event = json.loads(line.text[start:])
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            event["_t"] = line.t
+            found.append(event)
+    return found
 
 
 def kernel_cmdline(server_url: str, *, baked: bool) -> list[str]:
