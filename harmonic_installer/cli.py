@@ -81,6 +81,15 @@ def main_command(
     install: bool = typer.Option(False, "-i", "--install", help="Download, verify, install and write the disk."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With -i: print the plan and change nothing."),
     no_reboot: bool = typer.Option(False, "--no-reboot", help="Do not reboot after a successful install."),
+    reboot_left_to: Optional[str] = typer.Option(  # noqa: UP045
+        None,
+        "--reboot-left-to",
+        metavar="systemd|cloud-init",
+        help="That caller reboots after exit 0 (the unit, the user-data): run no reboot command [reboot.left_to].",
+    ),
+    reimage: bool = typer.Option(
+        False, "--reimage", help="Image the disk even if NVRAM records it is installed already [install.reimage]."
+    ),
     json_report: bool = typer.Option(False, "--json", help="Print the final report as JSON on stdout."),
     config_file: Optional[Path] = typer.Option(  # noqa: UP045 - typer needs Optional on 3.10
         None, "--config", help="TOML config file (default /etc/harmonic-installer/config.toml if present)."
@@ -143,6 +152,8 @@ def main_command(
         "server.ca_file": ca_file,
         "checksums.allow_unverified": insecure_allow_unverified,
         "reboot.enabled": False if no_reboot else None,
+        "reboot.left_to": reboot_left_to,
+        "install.reimage": True if reimage else None,
         "write.wipe_on_failure": False if keep_disk_on_failure else None,
     }
     obj = ctx.ensure_object(dict)
@@ -192,8 +203,18 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
                 proxy=settings.proxy_enabled,
             )
             report = _install(settings, deps, tail)
-        else:
-            report = plan.preview(settings, deps)
+            _render(report, as_json=obj["json"])
+            _say_outcome(report)
+            if report.reboot != "command":
+                return report.exit_code
+            signals = obj.get("signals") or _Signals()
+            signals.rebooting = True  # from here a SIGTERM is the reboot we asked for, not a failure
+            final = plan.finish(settings, deps, report)
+            if final.exit_code != 0:
+                signals.rebooting = False
+                _say_outcome(final)
+            return final.exit_code
+        report = plan.preview(settings, deps)
     except (InstallerError, Interrupted) as exc:
         log.error("run.failed", error=exc.message, details=exc.details, exit_code=int(exc.exit_code))
         _say(f"harmonic-install: {exc.message}")
@@ -203,12 +224,19 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
         _say(f"harmonic-install: internal error: {exc!r} (a bug; the log has the traceback)")
         return 1
     _render(report, as_json=obj["json"])
+    _say_outcome(report)
+    return report.exit_code
+
+
+def _say_outcome(report: plan.InstallReport) -> None:
+    """The one line for the operator: the failure, or why nothing was done."""
     if report.exit_code != 0 and report.error:
         where = f" at step {report.failed_step}" if report.failed_step else ""
         _say(f"harmonic-install: FAILED{where}: {report.error} (exit {report.exit_code})")
     elif report.outcome == "not-a-target" and report.error:
         _say(f"harmonic-install: {report.error}")
-    return report.exit_code
+    elif report.note:
+        _say(f"harmonic-install: {report.note}")
 
 
 def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail) -> plan.InstallReport:
@@ -248,6 +276,7 @@ def _render(report: plan.InstallReport, *, as_json: bool) -> None:
     titles = {
         "planned": "Plan (nothing changed; run with -i to install)",
         "installed": "Harmonic cOS installed",
+        "already-installed": "Harmonic cOS already installed: nothing downloaded, installed or written",
         "not-a-target": "Not a target host: nothing done",
         "failed": "Install FAILED",
         "interrupted": "Install INTERRUPTED",
@@ -414,22 +443,38 @@ def deploy_command(
     _operator(render)
 
 
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
+class _RebootUnderway(BaseException):
+    """SIGTERM after we asked for the reboot: the system is going down as intended."""
+
+
+class _Signals:
+    """SIGINT/SIGTERM stop the run (130/143), except a SIGTERM once the reboot was requested (exit 0)."""
+
+    def __init__(self) -> None:
+        self.rebooting = False
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.rebooting and signum == signal.SIGTERM:
+            raise _RebootUnderway
+        raise Interrupted(signum)
 
 
 def main(argv: list[str] | None = None, *, deps_factory: DepsFactory | None = None) -> int:
     """Entry point: parse, run, return the exit code (never a traceback for the operator)."""
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    signals = _Signals()
+    previous = {s: signal.signal(s, signals.handle) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         app(
             args=argv if argv is not None else sys.argv[1:],
             prog_name="harmonic-install",
-            obj={"deps_factory": deps_factory},
+            obj={"deps_factory": deps_factory, "signals": signals},
         )
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else int(ExitCode.USAGE))
+    except _RebootUnderway:
+        _say("harmonic-install: rebooting (SIGTERM from the shutdown we requested)")
+        return 0
     except Interrupted as exc:
         _say(f"harmonic-install: {exc.message}")
         return int(exc.exit_code)

@@ -26,6 +26,10 @@ else:  # pragma: no cover - exercised on the target's Python 3.10
     import tomli as tomllib
 
 DEFAULT_CONFIG_FILE = Path("/etc/harmonic-installer/config.toml")
+# "Reboot wanted": left by a run that installed, or that found the disk installed and pointed UEFI BootNext at it.
+# The systemd unit (ExecStartPost) and the user-data (power_state) reboot only when it exists; a fixed path that
+# does not follow paths.state_dir (tests/unit/test_systemd_unit.py checks that the unit uses this one).
+REBOOT_MARKER = Path("/run/harmonic-installer.reboot")
 CMDLINE_PREFIX = "harmonic."
 ENV_PREFIX = "HARMONIC_"
 # Kernel parameters in our namespace that are not settings (read by the systemd unit's condition).
@@ -251,6 +255,13 @@ def _as_argv(raw: Any) -> tuple[str, ...]:
     return argv
 
 
+def _as_reboot_left_to(raw: Any) -> str | None:
+    value = _as_str(raw).lower()
+    if value not in {"", "systemd", "cloud-init"}:
+        raise ValueError(f"must be systemd, cloud-init or empty, got {value!r}")
+    return value or None
+
+
 def _as_command_name(raw: Any) -> str:
     value = _as_str(raw)
     if not value or any(c.isspace() for c in value):
@@ -315,6 +326,21 @@ _KEYS: dict[str, _Key] = {
     "packages.timeout_s": _Key("dpkg_timeout_s", _as_float(1), 900.0, "time limit for dpkg"),
     "reboot.enabled": _Key("reboot_enabled", _as_bool, True, "reboot after a successful install"),
     "reboot.command": _Key("reboot_command", _as_argv, ("systemctl", "reboot"), "command that reboots"),
+    "reboot.left_to": _Key(
+        "reboot_left_to",
+        _as_reboot_left_to,
+        "",
+        "systemd or cloud-init: that caller reboots after exit 0 (the unit, the user-data); run no reboot command",
+    ),
+    "install.reimage": _Key(
+        "reimage", _as_bool, False, "image the disk even if NVRAM records that it already holds an install"
+    ),
+    "firmware.boot_disk": _Key(
+        "boot_disk", _as_bool, True, "after the write, and when already installed, boot the disk next (UEFI BootNext)"
+    ),
+    "firmware.efivars_dir": _Key(
+        "efivars_dir", _as_abs_dir, "/sys/firmware/efi/efivars", "efivarfs: where the install record is kept"
+    ),
     "maas.enabled": _Key(
         "maas_enabled", _as_auto_bool, "auto", "report progress to MAAS: auto (when configured or found), true, false"
     ),
@@ -392,6 +418,10 @@ class Settings:
     dpkg_timeout_s: float
     reboot_enabled: bool
     reboot_command: tuple[str, ...]
+    reboot_left_to: str | None
+    reimage: bool
+    boot_disk: bool
+    efivars_dir: Path
     maas_enabled: str
     maas_endpoint: str | None
     maas_consumer_key: str | None

@@ -6,6 +6,7 @@ a container); udev properties (serial, model, WWN, bus, by-id links) are used wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
@@ -15,6 +16,8 @@ from typing import Any, Protocol
 
 import pyudev
 import structlog
+
+from harmonic_installer import gpt
 
 log = structlog.get_logger()
 
@@ -66,6 +69,10 @@ class DiskProbe(Protocol):
         """Every physical whole disk (no loop, ram, dm or md devices)."""
         ...
 
+    def partition_table(self, path: str) -> gpt.PartitionTable | None:
+        """The partition table on the disk at `path` as stored now, or None (none, or unreadable)."""
+        ...
+
 
 class UdevDiskProbe:
     """The real DiskProbe, reading udev and sysfs."""
@@ -99,6 +106,10 @@ class UdevDiskProbe:
                 continue
             found.append(self._describe(device, mounts))
         return sorted(found, key=lambda d: d.name)
+
+    def partition_table(self, path: str) -> gpt.PartitionTable | None:
+        """See DiskProbe.partition_table."""
+        return read_partition_table(path)
 
     def _describe(self, device: Any, mounts: _Mounts) -> DiskInfo:
         props = device.properties
@@ -152,6 +163,31 @@ class UdevDiskProbe:
             holds_root=holds_root,
             parent=None if devtype == "disk" else disk_device.device_node,
         )
+
+
+def read_partition_table(path: str) -> gpt.PartitionTable | None:
+    """Read the partition table from a disk (or a disk image file) as stored on it now, bypassing stale caches.
+
+    Returns None when there is no valid table or the device cannot be read (logged).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        log.warning("disk.table_unreadable", disk=path, error=exc.strerror)
+        return None
+    try:
+        with contextlib.suppress(OSError):  # drop cached blocks: the vendor tool may have written around them
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+        def read_at(offset: int, length: int) -> bytes:
+            return os.pread(fd, length, offset)
+
+        return gpt.parse(read_at)
+    except OSError as exc:
+        log.warning("disk.table_unreadable", disk=path, error=exc.strerror)
+        return None
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)

@@ -379,6 +379,33 @@ class Downloader:
                     ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def peek(self, spec: ArtifactSpec) -> tuple[str | None, str | None]:
+        """What `spec.url` stands for now, without downloading it: (the file name the server reveals, the
+        SHA-256 its checksum file lists for it), either None when unknown. One HEAD request and the checksum
+        file, within the policy's budgets.
+
+        Raises:
+            DownloadError: the server could not be asked or answered with an error.
+        """
+        shown = redact_url(spec.url)
+        try:
+            resp = self._client(spec.url).head(spec.url)
+        except httpx.HTTPError as exc:
+            raise DownloadError(f"checking {shown}: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code != 200:
+            raise DownloadError(f"checking {shown}: server answered {resp.status_code} {resp.reason_phrase}")
+        name = _disposition_filename(resp.headers.get("content-disposition", ""))
+        if name is None and resp.history:
+            name = unquote(resp.url.path.rsplit("/", 1)[-1])
+        if name is not None and not _is_safe_name(name):
+            name = None
+        digest = None
+        if spec.sums_url:
+            entries = self._load_sums(spec.sums_url).entries or {}
+            basename = unquote(urlsplit(spec.url).path.rsplit("/", 1)[-1])
+            digest = next((entries[c] for c in (name, basename) if c and c in entries), None)
+        return name, digest
+
     # -- name and checksum ---------------------------------------------------------------------------------
 
     def _bind_name(self, t: _Transfer, name: str, *, revealed: bool) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harmonic_installer import __version__
+from harmonic_installer.config import REBOOT_MARKER
 from harmonic_installer.errors import ConfigError
 
 DEFAULT_PROFILE = "admin"
@@ -212,13 +213,13 @@ def _http_url(value: str, what: str) -> str:
 
 
 def _installer_argv(spec: UserDataSpec, pyz_path: str) -> list[str]:
-    """The command line that runs the downloaded zipapp: always -i and --no-reboot (cloud-init reboots)."""
+    """The command line that runs the downloaded zipapp: always -i and --reboot-left-to=cloud-init."""
     server_url = _http_url(spec.server_url, "--server-url")
     for arg in spec.installer_args:
         if not arg or any(ord(c) < 0x20 for c in arg):
             raise ConfigError(f"invalid installer argument: {arg!r}")
-    extra = [a for a in spec.installer_args if a not in {"-i", "--no-reboot"}]
-    return ["python3", "-I", pyz_path, "--server-url", server_url, *extra, "-i", "--no-reboot"]
+    extra = [a for a in spec.installer_args if a not in {"-i", "--no-reboot"} and not a.startswith("--reboot-left-to")]
+    return ["python3", "-I", pyz_path, "--server-url", server_url, *extra, "-i", "--reboot-left-to=cloud-init"]
 
 
 def _install_script(spec: UserDataSpec) -> str:
@@ -231,7 +232,9 @@ def _install_script(spec: UserDataSpec) -> str:
     lines = [
         "#!/bin/sh",
         f"# Rendered by `harmonic-install user-data` {__version__}: fetch the installer, check its SHA-256, run it.",
-        "# The reboot is cloud-init's power_state, which reboots only if this script reached the last line.",
+        "# The reboot is cloud-init's power_state, which reboots only if this script reached the last line: only",
+        "# when the installer exited 0 and wants the reboot (it installed, or found the disk installed and set",
+        "# BootNext to it; a host that is not a target stays up).",
         "set -eu",
         f"mkdir -p {USERDATA_DIR}",
         f"rm -f {SUCCESS_MARKER} {pyz}.part",
@@ -241,6 +244,7 @@ def _install_script(spec: UserDataSpec) -> str:
         f"mv {pyz}.part {pyz}",
         "echo 'harmonic-userdata: running '" + shlex.quote(shlex.join(argv)),
         shlex.join(argv),
+        f"test -f {REBOOT_MARKER} || {{ echo 'harmonic-userdata: no reboot wanted, staying up'; exit 0; }}",
         f"touch {SUCCESS_MARKER}",
         "",
     ]

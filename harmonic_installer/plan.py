@@ -1,34 +1,44 @@
 """The order of an install: the only module that knows the steps, what a re-run skips, and what a failure stops.
 
-    preflight -> proxy -> download (debs, then ISO) -> packages -> write -> reboot
+    preflight -> record -> proxy -> download (debs, then ISO) -> packages -> write -> firmware -> reboot
+
+`record` reads the install record in UEFI NVRAM: when it matches the disk that is present, this host is
+already installed and nothing is downloaded, installed or written; `firmware` then only points BootNext at
+the disk. After a write, `firmware` remembers the install and points BootNext at the disk.
 
 Nothing reaches the disk before every artifact is verified and the packages are installed; after any
 failure nothing else runs (in particular no reboot) and the report names the failed step and the cause.
+The reboot is the very last thing: `run` ends with the "reboot wanted" marker and the final report, the
+caller flushes the MAAS reports and shows the report, then `finish` requests the reboot.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from harmonic_installer import packages, preflight, proxy, reboot, writer
+from harmonic_installer import firmware, packages, preflight, proxy, reboot, writer
 from harmonic_installer.config import Settings, redact_url
-from harmonic_installer.disks import DiskProbe
+from harmonic_installer.disks import DiskInfo, DiskProbe
 from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
 from harmonic_installer.errors import ExitCode, InstallerError, Interrupted, NotATargetHost
+from harmonic_installer.gpt import PartitionTable
 from harmonic_installer.runner import Runner
-from harmonic_installer.state import Journal, RunLock, clear_installed, mark_installed
+from harmonic_installer.state import REBOOT_MARKER, Journal, RunLock, clear_reboot_wanted, want_reboot
 
 log = structlog.get_logger()
 
-STEPS = ("preflight", "proxy", "download", "packages", "write", "reboot")
+STEPS = ("preflight", "record", "proxy", "download", "packages", "write", "firmware", "reboot")
+_INSTALL_STEPS = ("proxy", "download", "packages", "write")  # what an already-installed host skips
 
 
 class StepObserver(Protocol):
@@ -46,8 +56,12 @@ class StepObserver(Protocol):
         """Download progress (called often: rate-limit in the observer)."""
         ...
 
+    def warning(self, text: str) -> None:
+        """Something the operator must know although the run goes on (e.g. a later network boot will re-image)."""
+        ...
+
     def run_finished(self, report: InstallReport) -> None:
-        """The run is over (installed, failed, interrupted, not a target); called once, last."""
+        """The run is over (installed, already installed, failed, interrupted, not a target); called once, last."""
         ...
 
 
@@ -63,6 +77,7 @@ class Deps:
     sleep: Callable[[float], None] = time.sleep
     geteuid: Callable[[], int] = os.geteuid
     observer: StepObserver | None = None
+    reboot_marker: Path = REBOOT_MARKER
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +107,7 @@ class ArtifactReport:
 class InstallReport:
     """The result of a run, rendered by the CLI (text, or JSON with --json)."""
 
-    outcome: str  # installed | planned | not-a-target | failed | interrupted
+    outcome: str  # installed | already-installed | planned | not-a-target | failed | interrupted
     exit_code: int
     steps: tuple[StepOutcome, ...]
     disk: str | None = None
@@ -100,6 +115,8 @@ class InstallReport:
     artifacts: tuple[ArtifactReport, ...] = ()
     error: str | None = None
     failed_step: str | None = None
+    note: str | None = None  # the one line for the operator (e.g. "already installed: ...")
+    reboot: str = "none"  # who reboots now: "command" (finish() runs it), "systemd"/"cloud-init" (the caller), "none"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the `--json` report)."""
@@ -182,6 +199,16 @@ class _Steps:
         except Exception as exc:  # reporting must never break an install
             log.warning("observer.failed", method=method, error=str(exc))
 
+    def skip(self, name: str, why: str) -> None:
+        """Record step `name` as skipped without running it."""
+        log.info("step.finished", step=name, status="skipped", duration_s=0.0, detail=why)
+        self.outcomes.append(StepOutcome(name, "skipped", why))
+
+    def warn(self, text: str) -> None:
+        """Log a warning the operator must see and tell the observer (MAAS shows it in the node's events)."""
+        log.warning("install.warning", warning=text)
+        self._notify("warning", text)
+
     def remaining(self) -> list[StepOutcome]:
         done = {o.name for o in self.outcomes}
         return [StepOutcome(n, "not run", "stopped after an earlier failure") for n in STEPS if n not in done]
@@ -190,7 +217,9 @@ class _Steps:
 def run(settings: Settings, deps: Deps) -> InstallReport:
     """Install Harmonic cOS on this machine: every step in order, stopping at the first failure.
 
-    The observer (if any) hears about every step and, last, gets the final report.
+    Ends before the reboot: the report's `reboot` says who reboots, and `finish` requests it once the caller
+    has flushed the MAAS reports and shown the report. The observer (if any) hears about every step and,
+    last, gets the final report.
     """
     steps = _Steps(deps.observer, deps.clock)
     report = _run(settings, deps, steps)
@@ -198,13 +227,47 @@ def run(settings: Settings, deps: Deps) -> InstallReport:
     return report
 
 
+def finish(settings: Settings, deps: Deps, report: InstallReport) -> InstallReport:
+    """The last step: run the reboot command when the report asks for it (`reboot == "command"`).
+
+    Returns the report with the reboot step's result; a failing reboot command makes it a failure (exit 6).
+    """
+    if report.reboot != "command":
+        return report
+    earlier = tuple(s for s in report.steps if s.name != "reboot")
+    try:
+        outcome = reboot.request(deps.runner, command=settings.reboot_command)
+    except InstallerError as exc:
+        log.error("install.failed", step="reboot", error=exc.message, exit_code=int(exc.exit_code))
+        failed = StepOutcome("reboot", "failed", exc.message)
+        return dataclasses.replace(
+            report,
+            outcome="failed",
+            exit_code=int(exc.exit_code),
+            steps=(*earlier, failed),
+            error=exc.message,
+            failed_step="reboot",
+            reboot="none",
+        )
+    return dataclasses.replace(report, steps=(*earlier, StepOutcome("reboot", "ok", outcome.reason)))
+
+
 def _run(settings: Settings, deps: Deps, steps: _Steps) -> InstallReport:
     state: dict[str, Any] = {"artifacts": [], "disk": None, "release": None}
     try:
         with RunLock(settings.state_dir):
-            clear_installed(settings.state_dir)
-            _install(settings, deps, steps, state)
-            mark_installed(settings.state_dir, disk=state["disk"], release=state["release"])
+            clear_reboot_wanted(deps.reboot_marker)
+            done = _install(settings, deps, steps, state)
+            who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
+            if not done.boot_wanted:
+                who = "none"
+                steps.skip("reboot", done.no_reboot_reason)
+            elif who == "command":
+                steps.outcomes.append(StepOutcome("reboot", "pending", f"{' '.join(settings.reboot_command)} (last)"))
+            else:
+                steps.skip("reboot", reboot.DISABLED if who == "none" else reboot.left_to(who))
+            if done.boot_wanted:
+                want_reboot(deps.reboot_marker, disk=state["disk"], release=state["release"], why=done.outcome)
     except NotATargetHost as exc:
         log.info("install.not_a_target", reason=str(exc))
         return InstallReport("not-a-target", int(ExitCode.OK), tuple(steps.outcomes), error=str(exc), **_facts(state))
@@ -220,21 +283,44 @@ def _run(settings: Settings, deps: Deps, steps: _Steps) -> InstallReport:
             failed_step=failed,
             **_facts(state),
         )
-    log.info("install.finished", disk=state["disk"], release=state["release"])
-    return InstallReport("installed", int(ExitCode.OK), tuple(steps.outcomes), **_facts(state))
+    if done.outcome == "already-installed":
+        log.info("install.already_installed", disk=state["disk"], release=state["release"], message=done.note)
+    else:
+        log.info("install.finished", disk=state["disk"], release=state["release"])
+    return InstallReport(
+        done.outcome, int(ExitCode.OK), tuple(steps.outcomes), note=done.note, reboot=who, **_facts(state)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """How _install ended (when it did not raise)."""
+
+    outcome: str  # installed | already-installed
+    note: str | None = None
+    boot_wanted: bool = True  # a reboot now leads to the disk (or, after a write, to the firmware's order)
+    no_reboot_reason: str = ""
 
 
 def _facts(state: dict[str, Any]) -> dict[str, Any]:
     return {"disk": state["disk"], "release": state["release"], "artifacts": tuple(state["artifacts"])}
 
 
-def _install(settings: Settings, deps: Deps, steps: _Steps, state: dict[str, Any]) -> None:
+def _install(settings: Settings, deps: Deps, steps: _Steps, state: dict[str, Any]) -> _Done:
     journal = Journal.load(settings.state_dir)
 
     with steps.step("preflight", "check root, the target disk and the tools") as detail:
         pre = preflight.check(settings, deps.disks, geteuid=deps.geteuid)
         state["disk"] = pre.disk.path
         detail.append(f"disk {pre.disk.describe()} (by {pre.selected_by})")
+
+    efivars = firmware.Efivars(settings.efivars_dir)
+    found, table = _look_for_record(settings, deps, steps, efivars, pre.disk)
+    if found.record is not None:
+        state["release"] = found.record.release
+        return _boot_installed(
+            settings, deps, steps, efivars=efivars, disk=pre.disk.path, table=table, record=found.record
+        )
 
     with steps.step("proxy", "decide proxy use per server") as detail:
         proxy_config = proxy.resolve(settings)
@@ -301,11 +387,130 @@ def _install(settings: Settings, deps: Deps, steps: _Steps, state: dict[str, Any
             journal.record("write", {"disk": result.disk, "iso_sha256": result.image_sha256})
             detail.append(f"wrote {iso.path.name} ({iso.size:,} bytes) to {result.disk} in {result.duration_s:.1f} s")
 
-    with steps.step("reboot", "reboot into Harmonic cOS") as detail:
-        outcome = reboot.request(deps.runner, enabled=settings.reboot_enabled, command=settings.reboot_command)
-        if not outcome.requested:
-            detail.append("skipped")
-        detail.append(outcome.reason)
+    _remember_and_boot(settings, deps, steps, efivars=efivars, disk=pre.disk, iso=iso, release=release, env=child_env)
+    return _Done("installed")
+
+
+def _look_for_record(
+    settings: Settings, deps: Deps, steps: _Steps, efivars: firmware.Efivars, disk: DiskInfo
+) -> tuple[firmware.Finding, PartitionTable | None]:
+    """The `record` step: does the disk hold this host's install already (per the record in NVRAM)?"""
+    with steps.step("record", "look for this host's install record in UEFI NVRAM") as detail:
+        table = deps.disks.partition_table(disk.path)
+        found = firmware.installed(efivars, disk, table, reimage=settings.reimage)
+        detail.append(found.summary)
+        if found.warning:
+            steps.warn(found.warning)
+        if found.record is not None:
+            detail.extend(_newer_release(settings, deps, found.record))
+    return found, table
+
+
+def _remember_and_boot(
+    settings: Settings,
+    deps: Deps,
+    steps: _Steps,
+    *,
+    efivars: firmware.Efivars,
+    disk: DiskInfo,
+    iso: VerifiedArtifact,
+    release: str,
+    env: Mapping[str, str],
+) -> None:
+    """After the write: keep the install record in NVRAM and point BootNext at the disk (never fails the run)."""
+    with steps.step("firmware", "remember the install in UEFI NVRAM and boot the disk next") as detail:
+        why_not = efivars.unavailable()
+        if why_not is not None:
+            detail.append(f"nothing remembered, BootNext not set: {why_not}")
+            return
+        table = deps.disks.partition_table(disk.path)
+        warning: str | None = None
+        if table is None:
+            warning = f"{disk.path} shows no partition table after the write: a later network boot will re-image it"
+        else:
+            record = firmware.InstallRecord.of(release=release, iso_sha256=iso.sha256, disk=disk, table=table)
+            warning = firmware.remember(efivars, record)
+        detail.append(warning or f"remembered {record.describe()}")
+        if warning:
+            steps.warn(warning)
+        if not settings.boot_disk:
+            detail.append("BootNext not set (firmware.boot_disk=false): the firmware order decides the next boot")
+            return
+        booted = firmware.boot_next_to_disk(deps.runner, efivars, disk.path, table, env=env)
+        detail.append(booted.summary)
+        if booted.warning:
+            steps.warn(booted.warning)
+
+
+def _boot_installed(
+    settings: Settings,
+    deps: Deps,
+    steps: _Steps,
+    *,
+    efivars: firmware.Efivars,
+    disk: str,
+    table: PartitionTable | None,
+    record: firmware.InstallRecord,
+) -> _Done:
+    """The disk already holds this host's install: skip the install steps and point the next boot at the disk."""
+    for name in _INSTALL_STEPS:
+        steps.skip(name, "already installed")
+    if not settings.boot_disk:
+        steps.skip("firmware", "BootNext not set (firmware.boot_disk=false)")
+        note = f"already installed: {record.describe()}; not booting the disk (firmware.boot_disk=false)"
+        return _Done(
+            "already-installed", note, False, "not rebooting: a reboot would network-boot this installer again"
+        )
+    with steps.step("firmware", "boot the installed disk next (UEFI BootNext)") as detail:
+        booted = firmware.boot_next_to_disk(deps.runner, efivars, disk, table, env=None)
+        detail.append(booted.summary)
+        if booted.entry is None:
+            steps.warn(f"{booted.warning}; staying up: a reboot would network-boot this installer again")
+    if booted.entry is None:
+        note = f"already installed: {record.describe()}; BootNext could not be set, staying up ({booted.summary})"
+        return _Done(
+            "already-installed", note, False, "not rebooting: BootNext is not set, the network would boot first"
+        )
+    return _Done("already-installed", f"already installed: {record.describe()}; booting the disk")
+
+
+def _newer_release(settings: Settings, deps: Deps, record: firmware.InstallRecord) -> list[str]:
+    """A line when the server offers another ISO than the one on the disk (best effort: never fails the run)."""
+    _, iso_spec = artifact_specs(settings)
+    policy = dataclasses.replace(
+        DownloadPolicy.from_settings(settings),
+        attempts=1,
+        max_time_s=10.0,
+        connect_timeout_s=min(settings.connect_timeout_s, 3.0),
+        read_timeout_s=min(settings.read_timeout_s, 5.0),
+    )
+    try:
+        with Downloader(
+            policy,
+            proxy.resolve(settings),
+            runner=deps.runner,
+            transport=deps.http_transport,  # type: ignore[arg-type]
+            clock=deps.clock,
+            sleep=deps.sleep,
+            progress_bar=None,
+        ) as downloader:
+            name, digest = downloader.peek(iso_spec)
+    except Exception as exc:  # best effort: a release check must never stop booting an installed disk
+        log.info("release.check_failed", url=redact_url(iso_spec.url), error=str(exc) or type(exc).__name__)
+        return []
+    offered = settings.iso_sha256 or digest
+    if offered is None or offered == record.iso_sha256:
+        log.info("release.current", installed=record.release, url=redact_url(iso_spec.url))
+        return []
+    what = name or f"an ISO with sha256 {offered[:16]}..."
+    log.warning(
+        "release.newer_available",
+        installed=record.release,
+        offered=what,
+        url=redact_url(iso_spec.url),
+        how=f"not installed automatically; to install it, re-image on purpose: {firmware.REIMAGE_HINT}",
+    )
+    return [f"the server offers {what}; this disk keeps {record.release} (re-image on purpose: --reimage)"]
 
 
 def _artifact_report(spec: ArtifactSpec, art: VerifiedArtifact) -> ArtifactReport:
@@ -335,6 +540,30 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
     except InstallerError as exc:
         disk_text = f"not usable: {exc}"
         disk_path = None
+    efivars = firmware.Efivars(settings.efivars_dir)
+    found = None
+    if disk_path is not None:
+        found = firmware.installed(efivars, disk, deps.disks.partition_table(disk_path), reimage=settings.reimage)
+    record_text = found.summary if found is not None else "no disk: nothing to look for"
+    who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
+    reboot_text = {"command": " ".join(settings.reboot_command), "none": "no reboot (--no-reboot)"}.get(
+        who, reboot.left_to(who)
+    )
+    if found is not None and found.record is not None:
+        boots = settings.boot_disk
+        note = f"already installed: {found.record.describe()}, " + (
+            "would boot the disk" if boots else "would not boot the disk (firmware.boot_disk=false)"
+        )
+        outcomes = [
+            StepOutcome("preflight", "planned", f"target disk {disk_text}"),
+            StepOutcome("record", "planned", record_text),
+            *(StepOutcome(name, "skipped", "already installed") for name in _INSTALL_STEPS),
+            StepOutcome("firmware", "planned", "UEFI BootNext to the disk's boot entry" if boots else "nothing"),
+            StepOutcome("reboot", "planned", reboot_text if boots else "no reboot (the network would boot first)"),
+        ]
+        return InstallReport(
+            "planned", int(ExitCode.OK), tuple(outcomes), disk=disk_path, release=found.record.release, note=note
+        )
 
     def route(url: str) -> str:
         via = proxy_config.proxy_for(url)
@@ -343,6 +572,7 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
     checksum = f"pinned {settings.iso_sha256}" if settings.iso_sha256 else f"from {redact_url(iso_spec.sums_url or '')}"
     outcomes = [
         StepOutcome("preflight", "planned", f"target disk {disk_text}"),
+        StepOutcome("record", "planned", record_text),
         StepOutcome("proxy", "planned", proxy_config.describe()),
         *(
             StepOutcome(
@@ -366,9 +596,11 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
             + ("; wipe partition tables on failure" if settings.wipe_on_failure else ""),
         ),
         StepOutcome(
-            "reboot",
+            "firmware",
             "planned",
-            " ".join(settings.reboot_command) if settings.reboot_enabled else "no reboot (--no-reboot)",
+            "remember the install in UEFI NVRAM"
+            + ("; BootNext to the disk's boot entry" if settings.boot_disk else "; BootNext not set"),
         ),
+        StepOutcome("reboot", "planned", reboot_text),
     ]
     return InstallReport("planned", int(ExitCode.OK), tuple(outcomes), disk=disk_path, release=settings.iso_release)

@@ -1,4 +1,4 @@
-"""Ask the system to reboot once everything succeeded (or say why it does not)."""
+"""Ask the system to reboot once everything succeeded (or say why it does not, or who does)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from harmonic_installer.runner import Runner
 
 log = structlog.get_logger()
 
+DISABLED = "disabled (--no-reboot or reboot.enabled=false)"
+_HOW = {"systemd": "the unit's SuccessAction=reboot", "cloud-init": "the user-data's power_state"}
+
 
 @dataclass(frozen=True, slots=True)
 class RebootOutcome:
@@ -21,15 +24,26 @@ class RebootOutcome:
     reason: str
 
 
-def request(runner: Runner, *, enabled: bool, command: Sequence[str]) -> RebootOutcome:
-    """Run the reboot command when enabled.
+def who(*, enabled: bool, left_to: str | None) -> str:
+    """Who reboots after a successful run: 'systemd' or 'cloud-init' (our caller), 'command' (we run
+    reboot.command) or 'none'."""
+    if left_to:
+        return left_to
+    return "command" if enabled else "none"
+
+
+def left_to(caller: str) -> str:
+    """The summary line when the caller reboots: 'left to systemd: ...'."""
+    return f"left to {caller}: it reboots once this run exits 0 ({_HOW.get(caller, caller)})"
+
+
+def request(runner: Runner, *, command: Sequence[str]) -> RebootOutcome:
+    """Run the reboot command (the caller has decided that we reboot, and that it is the last thing we do).
 
     Raises:
         WriteError: the reboot command failed (the disk is written; reboot by hand).
     """
-    if not enabled:
-        log.info("reboot.skipped", reason="reboot disabled (--no-reboot or reboot.enabled=false)")
-        return RebootOutcome(False, "disabled (--no-reboot or reboot.enabled=false)")
+    log.info("reboot.requesting", command=list(command))
     try:
         runner.run(list(command), timeout=60)
     except CommandError as exc:

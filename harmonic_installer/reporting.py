@@ -205,6 +205,7 @@ class Reporter:
         self._closed = False
         self._started = False
         self._parent_started = False
+        self._open_step: str | None = None
         self._progress: dict[str, tuple[float, str]] = {}  # label -> (last report time, child name)
         self._submitted = 0
         self._sent = 0
@@ -220,12 +221,15 @@ class Reporter:
     def step_started(self, name: str, description: str) -> None:
         """Post the parent's start (first time) and this step's start."""
         self._start_parent()
+        with self._lock:
+            self._open_step = name
         self._submit(self._event("start", f"{PARENT}/{name}", description))
 
     def step_finished(self, name: str, status: str, description: str) -> None:
         """Post the step's finish (after finishing its progress children)."""
         result = _RESULTS.get(status, "WARN")
         with self._lock:
+            self._open_step = None
             children = [child for _, child in self._progress.values() if child.startswith(f"{PARENT}/{name}/")]
             if name == "download":
                 self._progress.clear()
@@ -249,6 +253,16 @@ class Reporter:
             self._progress[label] = (now, child)
         self._submit(self._event("start", child, _progress_text(label, done, total)), droppable=True, child=True)
 
+    def warning(self, text: str) -> None:
+        """Post a warning as a child of the open step: its `start` carries the text (MAAS keeps start events in
+        the node's event log; a WARN finish it drops)."""
+        self._start_parent()
+        with self._lock:
+            step = self._open_step
+        name = f"{PARENT}/{step}/warning" if step else f"{PARENT}/warning"
+        self._submit(self._event("start", name, f"WARNING: {text}"), important=True, child=bool(step))
+        self._submit(self._event("finish", name, "warning", "WARN"), important=True, child=bool(step))
+
     def run_finished(self, report: InstallReport) -> None:
         """Post the parent's finish: the outcome, and on failure the one-line cause and the log tail."""
         if not self._parent_started:
@@ -257,6 +271,8 @@ class Reporter:
         if report.outcome == "installed":
             result = "SUCCESS"
             text = f"Harmonic cOS {report.release or ''} installed on {report.disk or 'the target disk'}"
+        elif report.outcome == "already-installed":
+            result, text = "SUCCESS", report.note or f"already installed on {report.disk or 'the target disk'}"
         elif report.outcome == "not-a-target":
             result, text = "WARN", f"not a target host, nothing done: {report.error or ''}"
         else:

@@ -15,13 +15,14 @@ from typing import Any
 
 import structlog
 
+from harmonic_installer import config
 from harmonic_installer.errors import LockedError, PreflightError
 
 log = structlog.get_logger()
 
 _JOURNAL = "journal.json"
 _LOCK = "lock"
-INSTALLED_MARKER = "installed"  # exists only after a run that installed; the systemd unit reboots on it
+REBOOT_MARKER = config.REBOOT_MARKER  # "reboot wanted" (see config.py); a host that is not a target never gets it
 
 
 def _ensure_dir(state_dir: Path) -> None:
@@ -151,16 +152,15 @@ class Journal:
             raise
 
 
-def clear_installed(state_dir: Path) -> None:
-    """Forget an earlier run's success marker (a new run is starting)."""
+def clear_reboot_wanted(marker: Path) -> None:
+    """Forget an earlier run's "reboot wanted" marker (a new run is starting)."""
     with contextlib.suppress(FileNotFoundError):
-        (state_dir / INSTALLED_MARKER).unlink()
+        marker.unlink()
 
 
-def mark_installed(state_dir: Path, *, disk: str | None, release: str | None) -> None:
-    """Leave the success marker (0600) that tells the systemd unit this run installed and may reboot."""
-    _ensure_dir(state_dir)
-    path = state_dir / INSTALLED_MARKER
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def want_reboot(marker: Path, *, disk: str | None, release: str | None, why: str) -> None:
+    """Leave the "reboot wanted" marker (0600) that lets the systemd unit reboot after this run exits 0."""
+    marker.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"disk": disk, "release": release}) + "\n")
+        fh.write(json.dumps({"disk": disk, "release": release, "why": why}) + "\n")

@@ -67,7 +67,7 @@ def test_baked_image_runs_the_unit_writes_the_iso_and_reboots(
     # MAAS's event log tells the story: a start and a finish per step under one parent, SUCCESS at the end.
     r.maas.assert_well_formed()
     names = r.maas.names()
-    for step in ("preflight", "proxy", "download", "packages", "write", "reboot"):
+    for step in ("preflight", "record", "proxy", "download", "packages", "write", "firmware"):  # reboot: after
         assert ("start", f"harmonic-installer/{step}", None) in names, names
     assert names[-1] == ("finish", "harmonic-installer", "SUCCESS"), names
     assert r.maas.rejections == []

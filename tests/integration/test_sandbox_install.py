@@ -17,7 +17,7 @@ from tests.support.standin import UPGRADE, DebSpec, WebRoot, build_web_root, cop
 pytestmark = pytest.mark.integration
 
 DISK_SIZE = 256 * MiB
-STEPS = ["preflight", "proxy", "download", "packages", "write", "reboot"]
+STEPS = ["preflight", "record", "proxy", "download", "packages", "write", "firmware", "reboot"]
 QUERY = Command(("dpkg-query", "-W", "-f", "${Package} ${Version} ${db:Status-Abbrev}\\n", "ostree-upgrade*"))
 
 
@@ -82,10 +82,12 @@ def test_proxied_install_writes_the_iso_and_installs_the_packages(tmp_path: Path
     assert [s["name"] for s in report["steps"]] == STEPS
     assert {s["name"]: s["status"] for s in report["steps"]} == {
         "preflight": "ok",
+        "record": "ok",  # no UEFI in the sandbox: no record, installed as before
         "proxy": "ok",
         "download": "ok",
         "packages": "ok",
         "write": "ok",
+        "firmware": "ok",
         "reboot": "skipped",
     }
     by_sha = {a["sha256"]: a for a in report["artifacts"]}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from harmonic_installer.disks import DiskInfo
 from harmonic_installer.errors import CommandError
+from harmonic_installer.gpt import PartitionTable
 from harmonic_installer.runner import CommandResult
 
 GB = 10**9
@@ -42,6 +43,7 @@ class FakeDisks:
 
     known: list[DiskInfo] = field(default_factory=list)
     not_block: set[str] = field(default_factory=set)
+    tables: dict[str, PartitionTable] = field(default_factory=dict)  # what each disk holds now
 
     def lookup(self, path: str) -> DiskInfo | None:
         if path in self.not_block:
@@ -53,6 +55,9 @@ class FakeDisks:
 
     def disks(self) -> list[DiskInfo]:
         return [d for d in self.known if d.devtype == "disk"]
+
+    def partition_table(self, path: str) -> PartitionTable | None:
+        return self.tables.get(path)
 
 
 Handler = Callable[[tuple[str, ...], str | None], tuple[int, str]]

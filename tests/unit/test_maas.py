@@ -185,15 +185,20 @@ def test_cloud_init_schema_check_rejects_the_seeds_mistakes(tmp_path: Path) -> N
     assert result.returncode != 0
 
 
-def _run_install_script(tmp_path: Path, spec: maas.UserDataSpec, served: bytes, python_rc: int) -> tuple[int, Path]:
+def _run_install_script(
+    tmp_path: Path, spec: maas.UserDataSpec, served: bytes, python_rc: int, *, wants_reboot: bool = True
+) -> tuple[int, Path]:
     """Run the rendered install script with stand-ins for wget and python3, in tmp_path instead of /run."""
     workdir = tmp_path / "run"
     script = maas.user_data(spec)["write_files"][0]["content"].replace(maas.USERDATA_DIR, str(workdir))
+    marker = tmp_path / "reboot-wanted"
+    script = script.replace(str(maas.REBOOT_MARKER), str(marker))
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (tmp_path / "served.pyz").write_bytes(served)
     (bindir / "wget").write_text(f'#!/bin/sh\nwhile [ "$1" != "-O" ]; do shift; done\ncp {tmp_path}/served.pyz "$2"\n')
-    (bindir / "python3").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/python3.args\nexit {python_rc}\n')
+    leave = f"touch {marker}\n" if wants_reboot and python_rc == 0 else ""
+    (bindir / "python3").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/python3.args\n{leave}exit {python_rc}\n')
     for tool in bindir.iterdir():
         tool.chmod(0o755)
     (tmp_path / "install.sh").write_text(script)
@@ -208,13 +213,21 @@ def _run_install_script(tmp_path: Path, spec: maas.UserDataSpec, served: bytes, 
 
 
 def test_install_script_runs_the_verified_zipapp_and_marks_success(tmp_path: Path) -> None:
-    """A zipapp with the expected SHA-256 is run with -i --no-reboot and the success marker is written."""
+    """A zipapp with the expected SHA-256 is run with -i --reboot-left-to=cloud-init; the success marker follows."""
     rc, workdir = _run_install_script(tmp_path, _spec(installer_args=("-p", "-v")), b"pyz", python_rc=0)
     assert rc == 0
     assert (workdir / "succeeded").exists()
     args = (tmp_path / "python3.args").read_text().split()
     pyz = f"{workdir}/harmonic-install.pyz"
-    assert args == ["-I", pyz, "--server-url", "http://127.0.0.1:8080", "-p", "-v", "-i", "--no-reboot"]
+    assert args == ["-I", pyz, "--server-url", "http://127.0.0.1:8080", "-p", "-v", "-i", "--reboot-left-to=cloud-init"]
+
+
+def test_install_script_stays_up_when_the_installer_wants_no_reboot(tmp_path: Path) -> None:
+    """Exit 0 without the "reboot wanted" marker (not a target host): the script succeeds, no reboot."""
+    rc, workdir = _run_install_script(tmp_path, _spec(), b"pyz", python_rc=0, wants_reboot=False)
+    assert rc == 0
+    assert (tmp_path / "python3.args").exists()
+    assert not (workdir / "succeeded").exists()
 
 
 def test_install_script_never_runs_a_zipapp_with_the_wrong_sha256(tmp_path: Path) -> None:

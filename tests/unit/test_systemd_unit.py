@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harmonic_installer import config, state
+from harmonic_installer import config, plan, reboot, state
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "harmonic-installer.service"
@@ -121,14 +121,23 @@ def test_unit_reboots_only_through_systemd_on_success() -> None:
     assert unit["Unit"]["FailureAction"] == "none"
     assert unit["Service"]["Type"] == "oneshot"
     assert unit["Service"]["RemainAfterExit"] == "no"
-    assert "--no-reboot" in unit["Service"]["ExecStart"].split()
+    argv = unit["Service"]["ExecStart"].split()
+    assert "--reboot-left-to=systemd" in argv
+    settings = config.load(flags={"reboot.left_to": "systemd"}, environ={}, cmdline="")
+    assert reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to) == "systemd"
 
 
-def test_unit_reboots_only_after_a_run_that_installed() -> None:
-    """ExecStartPost requires the program's success marker, so 'not a target' (exit 0) does not reboot."""
+def test_unit_reboots_only_after_a_run_that_wants_it() -> None:
+    """ExecStartPost tests the program's fixed "reboot wanted" marker, so 'not a target' (exit 0) does not reboot."""
     unit = _unit_sections(UNIT.read_text())
-    marker = Path(str(config.load(environ={}, cmdline="").state_dir)) / state.INSTALLED_MARKER
-    assert unit["Service"]["ExecStartPost"] == f"/usr/bin/test -f {marker}"
+    assert unit["Service"]["ExecStartPost"] == f"/usr/bin/test -f {state.REBOOT_MARKER}"
+
+
+def test_reboot_marker_does_not_follow_the_state_dir() -> None:
+    """Moving paths.state_dir does not move the marker the unit tests (one source of truth for the path)."""
+    settings = config.load(environ={"HARMONIC_PATHS_STATE_DIR": "/var/tmp/elsewhere"}, cmdline="")
+    assert not str(state.REBOOT_MARKER).startswith(str(settings.state_dir))
+    assert plan.Deps.__dataclass_fields__["reboot_marker"].default == state.REBOOT_MARKER
 
 
 def test_unit_runs_only_when_asked_and_once_per_boot() -> None:
