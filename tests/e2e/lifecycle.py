@@ -173,14 +173,14 @@ class NetworkBoot:
         """What the guest reported at shutdown."""
         return GuestReport.parse(self.vm.lines)
 
-    def paths(self) -> list[str]:
-        """URL paths requested from the web server during this boot."""
-        return scenarios.request_paths(self.requests)
+    def paths(self, method: str = "GET") -> list[str]:
+        """URL paths requested from the web server during this boot with `method`."""
+        return scenarios.request_paths([r for r in self.requests if f'"{method} ' in r])
 
     def artifact_requests(self) -> list[str]:
-        """Requests for a deb or the ISO (what an already-installed host must not fetch)."""
+        """GETs of a deb or the ISO (what an already-installed host must not fetch; a HEAD transfers no byte)."""
         iso = {"/apollo/latest", f"/{self.web.iso.url_path}"}
-        return [p for p in self.paths() if p in iso or p.endswith(".deb") or p.endswith(".iso")]
+        return [p for p in self.paths() if p in iso or p.endswith((".deb", ".iso"))]
 
     def explain(self) -> str:
         """The failure message for a check on this boot."""
@@ -270,13 +270,22 @@ class Server:
         *,
         cmdline: Sequence[str] = (),
         standin_knobs: Mapping[str, str] | None = None,
+        redirect_latest: bool = False,
         timeout: float = scenarios.TIMEOUT_S,
     ) -> NetworkBoot:
-        """Power on with a network boot: the in-memory OS runs the installer; return once the guest shuts down."""
+        """Power on with a network boot: the in-memory OS runs the installer; return once the guest shuts down.
+
+        Args:
+            web: the web server's tree for this boot.
+            cmdline: more kernel parameters (e.g. harmonic.install.reimage=1, as a MAAS tag would add).
+            standin_knobs: the stand-in vendor tool's conf for this boot (e.g. CREATE_BOOT_ENTRY=1).
+            redirect_latest: answer /apollo/latest with a 302 to the ISO's name (instead of the symlink).
+        """
         name = f"{len(self.boots) + 1}-net"
         knobs = [f"e2e.standin.{k}={v}" for k, v in (standin_knobs or {}).items()]
         before = sha256_file(self.disk)
-        with serve(web.root) as nginx, running() as maas:
+        extra = web.latest_redirect() if redirect_latest else ""
+        with serve(web.root, extra_server=extra) as nginx, running() as maas:
             server_url = f"http://{vm.WEB_IP}"
             if self.kind == "ephemeral" and self._seed is None:
                 # MAAS hands the same user-data (and instance) to every network boot of a deployed machine.

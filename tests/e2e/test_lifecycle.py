@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 RELEASE = standin.DEFAULT_RELEASE
 NEWER = "release-3.22.1.0-2+auto4"
-VENDOR_LABEL = "Harmonic cOS"  # the stand-in tool's default BOOT_ENTRY_LABEL
+VENDOR_LABEL = "CableOS"  # the stand-in tool's default BOOT_ENTRY_LABEL (the installer's own entry: "Harmonic cOS")
 VENDOR_ENTRY = {"CREATE_BOOT_ENTRY": "1"}
 REIMAGE = "harmonic.install.reimage=1"
 
@@ -123,25 +123,30 @@ def test_no_vendor_entry_power_on_leaves_disk_and_wipe_reinstalls(server: Server
     """No vendor entry: the installer's entry boots the disk; a power-on changes nothing; a wiped disk is reinstalled.
 
     Boots: 1 network (install, BootNext to an entry the installer created for the ESP), 2 firmware (the disk boots),
-    3 network (already installed: no ISO or deb request, no dpkg, no vendor write, the disk byte-identical), 4 firmware
-    (the disk boots), then the host zeroes the disk's first MiBs, 5 network (installed again), 6 firmware.
+    3 network with a newer release on the server (already installed: logged, but no ISO or deb request, no dpkg,
+    no vendor write, the disk byte-identical), 4 firmware (the installed release boots), then the host zeroes the
+    disk's first MiBs, 5 network (installed again), 6 firmware.
     """
     image = server.apollo(RELEASE)
-    web = server.web_tree("www", RELEASE)
+    web = server.web_tree("www-1", RELEASE)
     install = server.network_boot(web)
     entry = assert_installed(server, install, image)
     assert not any("boot entry created" in line for line in install.report().tool)
     assert install.event("firmware.boot_entry_created") is not None, install.explain()
     assert_booted_disk(server.firmware_boot(), image, entry)
 
-    power_on = server.network_boot(web)
+    power_on = server.network_boot(server.web_tree("www-2", NEWER), redirect_latest=True)
     assert power_on.event("firmware.record_found") is not None, power_on.explain()
     entry = assert_already_installed(power_on)
+    newer = power_on.event("release.newer_available")
+    assert newer is not None, f"the newer release on the server was not logged\n{power_on.explain()}"
+    assert NEWER in str(newer.get("offered")), newer
     assert_booted_disk(server.firmware_boot(), image, entry)
 
     server.wipe()
     reinstall = server.network_boot(web)
     assert reinstall.event("firmware.record_found") is None, reinstall.explain()
+    assert reinstall.event("firmware.record_mismatch") is not None, reinstall.explain()
     entry = assert_installed(server, reinstall, image)
     assert_booted_disk(server.firmware_boot(), image, entry)
     print(f"\nno vendor entry, power-on, wipe: {server.history()}")

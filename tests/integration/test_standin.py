@@ -250,7 +250,7 @@ def test_tool_hangs_when_asked(tool_env: dict[str, str], web: WebRoot, tmp_path:
 FAKE_EFIBOOTMGR = """#!/bin/sh
 echo "$@" >> "$(dirname "$0")/efibootmgr.argv"
 [ -n "${FAKE_EFIBOOTMGR_FAIL:-}" ] && { echo "Could not prepare Boot variable: No such file or directory" >&2; exit 5; }
-printf 'BootCurrent: 0001\\nBootOrder: 0004,0001,0002\\nBoot0001* UEFI QEMU NVMe\\nBoot0004* Harmonic cOS\\n'
+printf 'BootCurrent: 0001\\nBootOrder: 0004,0001,0002\\nBoot0001* UEFI QEMU NVMe\\nBoot0004* CableOS\\n'
 """
 
 
@@ -278,8 +278,7 @@ def test_tool_creates_its_boot_entry_when_asked(
         "--part",
         "1",
         "--label",
-        "Harmonic",
-        "cOS",
+        "CableOS",
         "--loader",
         "\\EFI\\BOOT\\BOOTX64.EFI",
     ]
@@ -288,8 +287,8 @@ def test_tool_creates_its_boot_entry_when_asked(
         assert "warning: efibootmgr failed (rc 5)" in result.stdout
         assert "boot entry not created" in log
     else:
-        assert "UEFI boot entry created: Boot0004* Harmonic cOS" in result.stdout
-        assert "boot entry created: Boot0004* Harmonic cOS" in log
+        assert "UEFI boot entry created: Boot0004* CableOS" in result.stdout
+        assert "boot entry created: Boot0004* CableOS" in log
 
 
 def test_tool_makes_no_boot_entry_by_default(tool_env: dict[str, str], web: WebRoot, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ Fault knobs, from /etc/ostree-standin.conf (KEY=VALUE lines, '#' comments) and t
                      (`efibootmgr --create`, loader \\EFI\\BOOT\\BOOTX64.EFI, label BOOT_ENTRY_LABEL), as a vendor
                      installer that registers its OS with the firmware does; like efibootmgr's default, the new
                      entry goes first in BootOrder. A failure is a warning (rc stays 0: the image is written).
-  BOOT_ENTRY_LABEL   the entry's label (default "Harmonic cOS")
+  BOOT_ENTRY_LABEL   the entry's label (default "CableOS", unlike the installer's own "Harmonic cOS" entry)
 Every invocation is appended to /var/log/ostree-standin.log (argv, answers, outcome).
 
 Runs on the target's python3 (3.10 on Ubuntu 22.04, 3.11 in the Debian sandbox); standard library only.
@@ -164,7 +164,7 @@ def install(disk: str, iso: str, conf: dict[str, str]) -> int:
     hang("prompt", conf)
     rc = copy(real_iso, disk, iso_size, conf)
     if rc == 0 and conf.get("CREATE_BOOT_ENTRY", "0") == "1":
-        create_boot_entry(disk, conf.get("BOOT_ENTRY_LABEL", "Harmonic cOS"))
+        create_boot_entry(disk, conf.get("BOOT_ENTRY_LABEL", "CableOS"))
     return rc
 
 
