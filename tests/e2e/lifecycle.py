@@ -21,6 +21,7 @@ that does not.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,9 @@ class GuestReport:
         return [line for line in self.tool if " wrote " in line]
 
 
+_LAST_WORD = re.compile(r"harmonic-install: \S")  # the program's one-line verdict (the journal prefix has a pid)
+
+
 def explain(result: vm.VmResult, history: str = "", lines: int = 60) -> str:
     """Why a boot failed a check: outcome, QEMU's stderr, the last serial lines (and the boots before it)."""
     tail = "\n".join(x.text for x in result.lines[-lines:])
@@ -144,7 +148,9 @@ def explain(result: vm.VmResult, history: str = "", lines: int = 60) -> str:
     head += f"; serial log {result.serial_log}"
     stderr = result.qemu_stderr.strip() or "(empty)"
     before = f"\nboots so far: {history}" if history else ""
-    return f"{head}{before}\nQEMU stderr: {stderr}\nlast serial lines:\n{tail}"
+    last = [x.text for x in result.lines if _LAST_WORD.search(x.text)]
+    said = f"\nthe installer's last word: {last[-1]}" if last else ""
+    return f"{head}{before}{said}\nQEMU stderr: {stderr}\nlast serial lines:\n{tail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +222,26 @@ class FirmwareBoot:
     def explain(self) -> str:
         """The failure message for a check on this boot."""
         return f"[{self.name}] booted {self.booted!r} via {self.loaded!r}\n" + explain(self.vm, self.history, 30)
+
+
+_END = r"harmonic-install: FAILED|reboot: Restarting system|reboot: Power down|Kernel panic"
+
+
+def _run_installer(spec: vm.VmSpec, workdir: Path, *, timeout: float, name: str) -> vm.VmResult:
+    """One network boot: wait for the guest to reboot; after a FAILED installer, press the power button at once.
+
+    A failed run leaves the in-memory OS up (for an operator to inspect), so without the power button a failing
+    test would wait for the whole timeout.
+    """
+    with vm.Vm(spec, workdir, name=name) as machine:
+        try:
+            end = machine.wait_for(_END, timeout=timeout)
+        except TimeoutError:
+            return machine.wait(timeout=1)
+        if "FAILED" in end.text:
+            time.sleep(3)  # let systemd and cloud-init log the end of the run
+            return machine.power_off(timeout=300)
+        return machine.wait(timeout=60)
 
 
 @dataclass
@@ -308,7 +334,7 @@ class Server:
                 uefi=self.uefi,
                 boot="network",
             )
-            result = vm.run(spec, self.workdir, timeout=timeout, name=name)
+            result = _run_installer(spec, self.workdir, timeout=timeout, name=name)
             requests = tuple(nginx.requests())
             events = tuple(maas.received())
         boot = NetworkBoot(name, result, web, requests, events, before, sha256_file(self.disk), self.history())

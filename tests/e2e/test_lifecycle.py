@@ -96,7 +96,7 @@ def assert_booted_disk(fw: FirmwareBoot, image: bootable.BootImage, entry: str) 
 def test_vendor_entry_boots_then_reimage_on_request(server: Server) -> None:
     """Vendor tool makes its own entry: the disk boots through it; later only the re-image flag re-images.
 
-    Boots: 1 network (install, the tool creates "Harmonic cOS", BootNext to it), 2 firmware (the disk boots),
+    Boots: 1 network (install, the tool creates "CableOS", BootNext to it), 2 firmware (the disk boots through it),
     3 network with harmonic.install.reimage=1 and a newer release on the server (re-imaged), 4 firmware (the newer
     release boots).
     """
@@ -112,7 +112,8 @@ def test_vendor_entry_boots_then_reimage_on_request(server: Server) -> None:
     assert VENDOR_LABEL in (fw.loaded or ""), fw.explain()
 
     newer = server.apollo(NEWER)
-    again = server.network_boot(server.web_tree("www-2", NEWER), standin_knobs=VENDOR_ENTRY, cmdline=[REIMAGE])
+    newer_web = server.web_tree("www-2", NEWER)
+    again = server.network_boot(newer_web, standin_knobs=VENDOR_ENTRY, cmdline=[REIMAGE], redirect_latest=True)
     assert again.event("firmware.record_ignored") is not None, again.explain()
     entry = assert_installed(server, again, newer)
     assert_booted_disk(server.firmware_boot(), newer, entry)

@@ -223,3 +223,19 @@ def test_lifecycle_layers_baked_and_ephemeral(tmp_path: Path) -> None:
     assert "e2e-guest.service" in baked.enable
     assert "e2e-guest.service" in ephemeral.enable
     assert baked.digest() != ephemeral.digest()
+
+
+def test_a_failed_boot_explains_itself(tmp_path: Path) -> None:
+    """A failing check's message carries the outcome, QEMU's stderr, the installer's verdict and the serial tail."""
+    lines = _lines(
+        "harmonic-install[373]: harmonic-install: FAILED at step download: no checksum (exit 4)",
+        *(f"line {i}" for i in range(100)),
+    )
+    result = vm.VmResult("poweroff", 0, 42.0, lines, tmp_path / "3-net.serial.log", "qemu: warning: something\n")
+    text = lifecycle.explain(result, "power-on 12 s, 1-net reboot 150 s")
+    assert "outcome=poweroff rc=0 after 42 s" in text
+    assert "QEMU stderr: qemu: warning: something" in text
+    assert "the installer's last word: harmonic-install[373]: harmonic-install: FAILED at step download" in text
+    assert "boots so far: power-on 12 s, 1-net reboot 150 s" in text
+    assert text.endswith("line 99")
+    assert "line 39\n" not in text  # only the last 60 lines
