@@ -281,7 +281,7 @@ class Layer:
         return h.hexdigest()[:16]
 
 
-_KEEP_LAYERS = 4
+_KEEP_LAYERS = 6  # one suite run uses five: the probe, the UEFI probe, baked, lifecycle baked and ephemeral
 _KEEP_BASES = 3  # other checkouts (another branch's recipe) may use an older base at the same time
 
 
