@@ -1,11 +1,12 @@
 """The only user of efivarfs and efibootmgr: the install record in UEFI NVRAM, and BootNext to the disk.
 
 Under MAAS every network boot of an in-memory deploy runs the installer again. The record lets that run
-see that this disk already holds an install (release, ISO SHA-256, the disk's identity and a digest of its
-partition table as written) and boot the disk instead of imaging it again. The record is an EFI variable
-under a vendor GUID of our own, `HarmonicInstall-95f461a0-0dd0-4f9e-9fb8-80168feb7a4d`, holding versioned,
-checksummed JSON; NVRAM survives reboots and power cycles, and the record does not depend on the vendor's
-disk layout beyond "the disk has a partition table".
+see that this disk already holds an install (release, ISO SHA-256, the disk's identity and its partition
+table as written: the table's GUID and the partitions' GUIDs) and boot the disk instead of imaging it again.
+The record is an EFI variable under a vendor GUID of our own,
+`HarmonicInstall-95f461a0-0dd0-4f9e-9fb8-80168feb7a4d`, holding versioned, checksummed JSON. NVRAM survives
+reboots and power cycles, and the record does not depend on the vendor's disk layout beyond "the disk has a
+partition table"; the installed OS may grow partitions or add some without breaking the match.
 
 `BootNext` (one-shot, global GUID) points the next boot at the disk's boot entry, so the firmware's order
 (network first, as MAAS needs it) is left alone. Boot entries are handled with efibootmgr when it runs, else
@@ -56,6 +57,7 @@ _FS_IOC_GETFLAGS = 0x80086601
 _FS_IOC_SETFLAGS = 0x40086602
 _FS_IMMUTABLE_FL = 0x10
 _MAX_LINKS = 4  # by-id links kept in the record (NVRAM is small)
+_MAX_PARTITIONS = 16
 _TOOL_TIMEOUT_S = 30.0
 
 
@@ -74,7 +76,9 @@ class InstallRecord:
     wwn: str | None
     by_id: tuple[str, ...]
     size_bytes: int
-    table: str  # PartitionTable.identity right after the write
+    table: str  # "<kind>:<disk GUID>" of the partition table right after the write
+    partuuids: tuple[str, ...]  # the partitions' GUIDs (PARTUUIDs) right after the write
+    entries_sha256: str  # digest of the entry array as written (a later difference is logged, not a mismatch)
     written_at: str  # UTC, ISO 8601
 
     @classmethod
@@ -89,7 +93,9 @@ class InstallRecord:
             wwn=disk.wwn,
             by_id=by_id,
             size_bytes=disk.size_bytes,
-            table=table.identity,
+            table=f"{table.kind}:{table.disk_guid}",
+            partuuids=tuple(p.part_guid for p in table.partitions)[:_MAX_PARTITIONS],
+            entries_sha256=table.entries_sha256,
             written_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
 
@@ -132,6 +138,8 @@ class InstallRecord:
                 by_id=tuple(str(x) for x in fields["by_id"]),
                 size_bytes=int(fields["size_bytes"]),
                 table=str(fields["table"]),
+                partuuids=tuple(str(x) for x in fields["partuuids"]),
+                entries_sha256=str(fields["entries_sha256"]),
                 written_at=str(fields["written_at"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -139,16 +147,33 @@ class InstallRecord:
 
     def mismatch(self, disk: DiskInfo, table: PartitionTable | None) -> str | None:
         """Why this record does not describe `disk` as it is now, or None when it does."""
+        return self._other_disk(disk) or self._other_table(table)
+
+    def _other_disk(self, disk: DiskInfo) -> str | None:
         if self.serial and disk.serial != self.serial:
             return f"a different disk: serial {disk.serial or 'none'}, the record has {self.serial}"
         if self.wwn and disk.wwn != self.wwn:
             return f"a different disk: WWN {disk.wwn or 'none'}, the record has {self.wwn}"
         if disk.size_bytes != self.size_bytes:
             return f"a different disk: {disk.size_bytes} bytes, the record has {self.size_bytes}"
+        return None
+
+    def _other_table(self, table: PartitionTable | None) -> str | None:
         if table is None:
             return "the disk has no partition table now (wiped?)"
-        if table.identity != self.table:
-            return "the disk's partition table changed since the install (re-imaged or re-partitioned)"
+        if f"{table.kind}:{table.disk_guid}" != self.table:
+            return (
+                f"the disk holds another partition table ({table.kind} {table.disk_guid}, the record has "
+                f"{self.table}): re-imaged or re-partitioned"
+            )
+        missing = sorted(set(self.partuuids) - {p.part_guid for p in table.partitions})
+        if missing:
+            return f"partitions of the install are gone ({', '.join(missing)}): re-partitioned"
+        if table.entries_sha256 != self.entries_sha256:
+            log.info(
+                "firmware.table_changed_since_install",
+                detail="same table and partitions, other sizes or added partitions (e.g. grown by the installed OS)",
+            )
         return None
 
     def describe(self) -> str:
@@ -166,6 +191,8 @@ class InstallRecord:
             "by_id": list(self.by_id),
             "size_bytes": self.size_bytes,
             "table": self.table,
+            "partuuids": list(self.partuuids),
+            "entries_sha256": self.entries_sha256,
             "written_at": self.written_at,
         }
 
@@ -452,6 +479,9 @@ class _Efibootmgr:
     def set_next(self, number: int) -> None:
         self._runner.run([EFIBOOTMGR, "-n", f"{number:04X}"], env=self._env, timeout=_TOOL_TIMEOUT_S)
 
+    def delete(self, number: int) -> None:
+        self._runner.run([EFIBOOTMGR, "-b", f"{number:04X}", "-B"], env=self._env, timeout=_TOOL_TIMEOUT_S)
+
 
 class _EfivarsBoot:
     """Boot entries through efivarfs directly (no efibootmgr needed)."""
@@ -480,6 +510,9 @@ class _EfivarsBoot:
 
     def set_next(self, number: int) -> None:
         self._efivars.write("BootNext", GLOBAL_GUID, struct.pack("<H", number))
+
+    def delete(self, number: int) -> None:
+        self._efivars.delete(f"Boot{number:04X}", GLOBAL_GUID)  # ours are never in BootOrder
 
 
 def boot_next_to_disk(
@@ -512,7 +545,13 @@ def boot_next_to_disk(
                 warning = f"{disk} has no EFI system partition and no boot entry: the firmware order decides"
                 log.warning("firmware.boot_next_failed", disk=disk, reason="no boot entry and no EFI system partition")
                 return BootOutcome(None, "BootNext not set: no boot entry and no EFI system partition", warning)
-            tool.create(disk, esp)
+            _forget_stale(tool, entries, ours)
+            try:
+                tool.create(disk, esp)
+            except CommandError as exc:  # e.g. efibootmgr cannot work out this disk's device path
+                log.warning("firmware.efibootmgr_create_failed", error=str(exc), instead="writing Boot#### directly")
+                tool = _EfivarsBoot(efivars)
+                tool.create(disk, esp)
             entries, order = tool.entries()
             entry = _pick(entries, order, {esp.part_guid.lower()})
             if entry is None:
@@ -524,12 +563,23 @@ def boot_next_to_disk(
         tool.set_next(entry.number)
         entries, order = tool.entries()
         log.info("firmware.boot_entries", when="after", tool=tool.name, order=_order(order), entries=_shown(entries))
-    except (CommandError, OSError) as exc:
-        error = str(exc) if isinstance(exc, CommandError) else (exc.strerror or str(exc))
+    except (CommandError, OSError, ValueError, struct.error) as exc:  # never fail the install for this
+        error = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         log.warning("firmware.boot_next_failed", disk=disk, error=error, tool=tool.name)
         return BootOutcome(None, f"BootNext not set: {error}", f"could not set BootNext to {disk}: {error}")
     log.info("firmware.boot_next_set", entry=f"Boot{entry.number:04X}", label=entry.label, disk=disk, tool=tool.name)
     return BootOutcome(entry, f"BootNext=Boot{entry.number:04X} ({how})")
+
+
+def _forget_stale(tool: _Efibootmgr | _EfivarsBoot, entries: list[BootEntry], partuuids: set[str]) -> None:
+    """Delete the entries an earlier install of ours made for partitions that are gone (best effort)."""
+    for entry in entries:
+        if entry.label == ENTRY_LABEL and entry.partuuid is not None and entry.partuuid not in partuuids:
+            try:
+                tool.delete(entry.number)
+                log.info("firmware.boot_entry_deleted", entry=entry.describe(), reason="its partition is gone")
+            except (CommandError, OSError) as exc:
+                log.info("firmware.boot_entry_kept", entry=entry.describe(), error=str(exc))
 
 
 def _pick(entries: list[BootEntry], order: list[int], partuuids: set[str]) -> BootEntry | None:

@@ -40,11 +40,6 @@ class PartitionTable:
     partitions: tuple[Partition, ...]
     entries_sha256: str  # SHA-256 of the raw entry array as stored on the disk
 
-    @property
-    def identity(self) -> str:
-        """One string that changes when the disk is re-partitioned, wiped or replaced."""
-        return f"{self.kind}:{self.disk_guid}:{self.entries_sha256}"
-
     def esp(self) -> Partition | None:
         """The first EFI system partition, if any."""
         return next((p for p in self.partitions if p.type_guid == ESP_TYPE), None)

@@ -258,15 +258,12 @@ def _run(settings: Settings, deps: Deps, steps: _Steps) -> InstallReport:
         with RunLock(settings.state_dir):
             clear_reboot_wanted(deps.reboot_marker)
             done = _install(settings, deps, steps, state)
-            who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
-            if not done.boot_wanted:
-                who = "none"
-                steps.skip("reboot", done.no_reboot_reason)
-            elif who == "command":
-                steps.outcomes.append(StepOutcome("reboot", "pending", f"{' '.join(settings.reboot_command)} (last)"))
-            else:
-                steps.skip("reboot", reboot.DISABLED if who == "none" else reboot.left_to(who))
-            if done.boot_wanted:
+            who = _plan_reboot(settings, steps, done)
+            if who == "none" and done.reboot_wanted and done.note:  # --no-reboot: BootNext is set, nothing more
+                done = dataclasses.replace(
+                    done, note=done.note.replace("; booting the disk", "; the next boot goes to the disk")
+                )
+            if done.reboot_wanted:  # the unit and the user-data reboot only on this marker
                 want_reboot(deps.reboot_marker, disk=state["disk"], release=state["release"], why=done.outcome)
     except NotATargetHost as exc:
         log.info("install.not_a_target", reason=str(exc))
@@ -298,8 +295,22 @@ class _Done:
 
     outcome: str  # installed | already-installed
     note: str | None = None
-    boot_wanted: bool = True  # a reboot now leads to the disk (or, after a write, to the firmware's order)
+    reboot_wanted: bool = True  # False when a reboot would only network-boot this installer again
     no_reboot_reason: str = ""
+
+
+def _plan_reboot(settings: Settings, steps: _Steps, done: _Done) -> str:
+    """The reboot step's line in the report, and who reboots: 'command' (finish() runs it, last), 'systemd' or
+    'cloud-init' (our caller, after we exit 0), or 'none'."""
+    who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
+    if not done.reboot_wanted:
+        steps.skip("reboot", done.no_reboot_reason)
+        return "none"
+    if who == "command":
+        steps.outcomes.append(StepOutcome("reboot", "pending", f"{' '.join(settings.reboot_command)} (last)"))
+    else:
+        steps.skip("reboot", reboot.DISABLED if who == "none" else reboot.left_to(who))
+    return who
 
 
 def _facts(state: dict[str, Any]) -> dict[str, Any]:
@@ -461,7 +472,8 @@ def _boot_installed(
         return _Done(
             "already-installed", note, False, "not rebooting: a reboot would network-boot this installer again"
         )
-    with steps.step("firmware", "boot the installed disk next (UEFI BootNext)") as detail:
+    # The description travels in a MAAS `start` event, which MAAS keeps (a successful finish it drops).
+    with steps.step("firmware", f"already installed: {record.describe()}; boot the disk next (BootNext)") as detail:
         booted = firmware.boot_next_to_disk(deps.runner, efivars, disk, table, env=None)
         detail.append(booted.summary)
         if booted.entry is None:
@@ -542,9 +554,12 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
         disk_path = None
     efivars = firmware.Efivars(settings.efivars_dir)
     found = None
-    if disk_path is not None:
+    record_text = "no disk: nothing to look for"
+    if disk_path is not None and deps.geteuid() != 0:
+        record_text = "not checked: reading the disk's partition table needs root"
+    elif disk_path is not None:
         found = firmware.installed(efivars, disk, deps.disks.partition_table(disk_path), reimage=settings.reimage)
-    record_text = found.summary if found is not None else "no disk: nothing to look for"
+        record_text = found.summary
     who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
     reboot_text = {"command": " ".join(settings.reboot_command), "none": "no reboot (--no-reboot)"}.get(
         who, reboot.left_to(who)

@@ -95,6 +95,7 @@ def test_combined_flags_and_json_install(site: Site, tmp_path: Path, capsys: pyt
             environ={"PATH": f"{bindir}:/usr/bin:/bin"},
             geteuid=lambda: 0,
             sleep=lambda s: None,
+            reboot_marker=tmp_path / "reboot-wanted",
         )
 
     args = [
@@ -137,6 +138,7 @@ def test_failure_prints_one_line_and_exit_code(site: Site, tmp_path: Path, capsy
         environ={"PATH": str(bindir)},
         geteuid=lambda: 0,
         sleep=lambda s: None,
+        reboot_marker=tmp_path / "reboot-wanted",
     )
     rc = cli.main(
         [
@@ -197,3 +199,123 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the version and exits 0."""
     assert cli.main(["--version"], deps_factory=Boom()) == 0
     assert "harmonic-install 0." in capsys.readouterr().out
+
+
+def _install_args(site: Site, tmp_path: Path, *extra: str) -> list[str]:  # noqa: F811
+    return [
+        "-i",
+        *extra,
+        "--server-url",
+        site.url,
+        "--iso-release",
+        "release-9.9.9.0-1+test",
+        "--working-dir",
+        str(tmp_path / "w"),
+        "--iso-dir",
+        str(tmp_path / "d"),
+        "--state-dir",
+        str(tmp_path / "s"),
+    ]
+
+
+def _uefi_factory(world: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> cli.DepsFactory:
+    """Deps over the fake world, on a UEFI machine whose NVRAM is a directory under tmp_path."""
+    (tmp_path / "efi" / "efivars").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HARMONIC_FIRMWARE_EFIVARS_DIR", str(tmp_path / "efi" / "efivars"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "ostree-production").write_text("#!/bin/sh\n")
+    (bindir / "ostree-production").chmod(0o755)
+    return lambda s: plan.Deps(
+        runner=world.runner,  # type: ignore[attr-defined]
+        disks=world.disks,  # type: ignore[attr-defined]
+        environ={"PATH": f"{bindir}:/usr/bin:/bin"},
+        geteuid=lambda: 0,
+        sleep=lambda s: None,
+        reboot_marker=tmp_path / "reboot-wanted",
+    )
+
+
+def test_sigterm_after_the_reboot_was_requested_is_success(
+    site: Site,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`systemctl reboot` returns and the shutdown's SIGTERM arrives: exit 0, the summary already said installed."""
+    import os
+    import signal
+
+    world = make_world()
+
+    def reboot(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+        os.kill(os.getpid(), signal.SIGTERM)  # what systemd does to every process right after the request
+        return 0, ""
+
+    world.runner.handlers["systemctl"] = reboot
+    rc = cli.main(_install_args(site, tmp_path), deps_factory=_uefi_factory(world, tmp_path, monkeypatch))
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert captured.out.startswith("Harmonic cOS installed")
+    assert "FAILED" not in captured.err
+    assert "interrupted" not in captured.err
+    assert "rebooting" in captured.err
+    assert world.runner.programs()[-1] == "systemctl"
+    assert (tmp_path / "reboot-wanted").exists()
+
+
+def test_sigterm_before_the_reboot_is_still_an_interruption(
+    site: Site,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGTERM during the write (before any reboot was asked for) is exit 143, as before."""
+    import os
+    import signal
+
+    world = make_world()
+    writer = world.runner.handlers["ostree-production"]
+
+    def interrupted_write(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
+        if argv[1] != "list-isos":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return writer(argv, answer)
+
+    world.runner.handlers["ostree-production"] = interrupted_write
+    rc = cli.main(_install_args(site, tmp_path), deps_factory=_uefi_factory(world, tmp_path, monkeypatch))
+    assert rc == ExitCode.INTERRUPTED_TERM
+    assert "systemctl" not in world.runner.programs()
+
+
+def test_already_installed_says_one_line_and_exits_0(
+    site: Site,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Second run on an installed disk: `already installed: ...; booting the disk`, exit 0; the plan says the same."""
+    world = make_world()
+    factory = _uefi_factory(world, tmp_path, monkeypatch)
+    assert cli.main(_install_args(site, tmp_path, "--reboot-left-to=systemd"), deps_factory=factory) == 0
+    capsys.readouterr()
+    for name in ("s", "d", "w"):  # a new boot: /run and the RAM disk are fresh, NVRAM is not
+        __import__("shutil").rmtree(tmp_path / name, ignore_errors=True)
+    world.runner.calls.clear()
+
+    assert cli.main(_install_args(site, tmp_path, "--dry-run"), deps_factory=factory) == 0
+    plan_err = capsys.readouterr().err.strip().splitlines()
+    assert plan_err[-1].startswith("harmonic-install: already installed: release release-9.9.9.0-1+test on /dev/sda")
+    assert plan_err[-1].endswith(", would boot the disk")
+
+    assert cli.main(_install_args(site, tmp_path, "--reboot-left-to=systemd"), deps_factory=factory) == 0
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("harmonic-install:")]
+    assert len(lines) == 1
+    assert lines[0].startswith("harmonic-install: already installed: release release-9.9.9.0-1+test on /dev/sda")
+    assert "(serial S45NNA0M123456, record from 20" in lines[0]
+    assert lines[0].endswith("; booting the disk")
+    assert captured.out.startswith("Harmonic cOS already installed")
+    assert "left to systemd" in captured.out
+    assert "ostree-production" not in world.runner.programs()
+    assert (tmp_path / "reboot-wanted").exists(), "the unit reboots (into the disk) on this marker"

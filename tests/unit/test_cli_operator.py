@@ -62,7 +62,7 @@ def test_user_data_hashes_the_local_pyz_and_the_password(tmp_path: Path, capsys:
     data = yaml.safe_load(out)
     script = data["write_files"][0]["content"]
     assert hashlib.sha256(b"zipapp").hexdigest() in script
-    assert "--server-url http://127.0.0.1:8080 -p --disk=/dev/sdb -v -i --no-reboot" in script
+    assert "--server-url http://127.0.0.1:8080 -p --disk=/dev/sdb -v -i --reboot-left-to=cloud-init" in script
     assert data["ssh_authorized_keys"] == [KEY]
     assert "s3cret-pw" not in out
     assert data["chpasswd"]["users"][0]["password"].startswith("$6$")
@@ -74,7 +74,7 @@ def test_user_data_direct_runs_the_installer_without_proxy(capsys: pytest.Captur
     argv = ["user-data", "--server-url", "http://127.0.0.1:8080", "--pyz-sha256", sha, "--direct"]
     assert _main(argv) == 0
     script = yaml.safe_load(capsys.readouterr().out)["write_files"][0]["content"]
-    assert "--server-url http://127.0.0.1:8080 -i --no-reboot" in script
+    assert "--server-url http://127.0.0.1:8080 -i --reboot-left-to=cloud-init" in script
     assert sha in script
 
 

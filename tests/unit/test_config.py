@@ -147,3 +147,23 @@ def test_disk_hints_collect_only_set_values() -> None:
     """disk_hints lists the hints that were given, and nothing else."""
     s = config.load(environ={"HARMONIC_DISK_SERIAL": "S123", "HARMONIC_DISK_MIN_SIZE_GIB": "100"}, cmdline="")
     assert s.disk_hints == {"serial": "S123", "min_size_gib": 100}
+
+
+def test_reimage_from_the_kernel_command_line_next_to_the_unit_marker() -> None:
+    """`harmonic.install=1 harmonic.install.reimage=1` (a MAAS tag): the marker is ignored, reimage is set."""
+    settings = config.load(environ={}, cmdline="quiet harmonic.install=1 harmonic.install.reimage=1")
+    assert settings.reimage is True
+    assert settings.sources["install.reimage"] == "kernel command line"
+    assert config.load(environ={"HARMONIC_INSTALL_REIMAGE": "1"}, cmdline="").reimage is True
+    assert config.load(environ={}, cmdline="harmonic.install=1").reimage is False
+
+
+def test_firmware_and_reboot_settings_defaults_and_validation() -> None:
+    """boot_disk defaults on, efivars at /sys/firmware/efi/efivars; reboot.left_to takes systemd or cloud-init only."""
+    settings = config.load(environ={}, cmdline="")
+    assert settings.boot_disk is True
+    assert str(settings.efivars_dir) == "/sys/firmware/efi/efivars"
+    assert settings.reboot_left_to is None
+    assert config.load(environ={"HARMONIC_REBOOT_LEFT_TO": "cloud-init"}, cmdline="").reboot_left_to == "cloud-init"
+    with pytest.raises(ConfigError, match=r"reboot\.left_to"):
+        config.load(environ={"HARMONIC_REBOOT_LEFT_TO": "init"}, cmdline="")

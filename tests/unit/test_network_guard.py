@@ -46,7 +46,10 @@ def test_install_with_seed_defaults_fails_fast_without_contact(tmp_path: Path) -
     runner = FakeRunner()
     started = time.monotonic()
     try:
-        report = plan.run(settings, plan.Deps(runner=runner, disks=FakeDisks([disk()]), environ={}, geteuid=lambda: 0))
+        d = plan.Deps(
+            runner=runner, disks=FakeDisks([disk()]), environ={}, geteuid=lambda: 0, reboot_marker=tmp_path / "r"
+        )
+        report = plan.run(settings, d)
         assert report.exit_code != 0
         assert report.failed_step == "download"
     except NonLoopbackConnection:

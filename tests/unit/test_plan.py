@@ -471,9 +471,8 @@ def test_already_installed_without_boot_entry_stays_up(site: Site, tmp_path: Pat
     for var in efivars.glob(f"Boot*-{firmware.GLOBAL_GUID}"):
         var.unlink()
     table = world.disks.tables["/dev/sda"]
-    no_esp = dataclasses.replace(table, partitions=tuple(p for p in table.partitions if p.type_guid != gptimage.ESP))
-    world.disks.tables["/dev/sda"] = no_esp
-    # the record's table identity is unchanged (same disk GUID and entries digest): only the ESP is hidden here
+    parts = tuple(dataclasses.replace(p, type_guid=gptimage.LINUX) for p in table.partitions)
+    world.disks.tables["/dev/sda"] = dataclasses.replace(table, partitions=parts)  # same GUIDs, no ESP type
     new_boot(tmp_path)
     world.runner.calls.clear()
     report = run_to_the_end(settings, deps(world, tmp_path))

@@ -431,6 +431,7 @@ def _factory(world_dpkg_rc: int, tmp_path: Path) -> cli.DepsFactory:
         environ={"PATH": f"{bindir}:/usr/bin:/bin"},
         geteuid=lambda: 0,
         sleep=lambda s: None,
+        reboot_marker=tmp_path / "reboot-wanted",
     )
 
 
@@ -536,3 +537,22 @@ def test_internal_error_still_fails_the_machine_in_maas(
     assert final["result"] == "FAIL"
     assert "internal error: RuntimeError('bug in a handler')" in final["description"]
     assert "harmonic-installer.log" in maas.files()
+
+
+def test_warning_is_a_start_event_under_the_open_step(maas: MaasServer) -> None:
+    """A run warning (e.g. no UEFI: a network boot will re-image) is a start event MAAS keeps, nested in its step."""
+    rep = reporter_for(maas)
+    rep.step_started("record", "look for the install record")
+    rep.warning("no UEFI firmware: a later network boot will image this disk again")
+    rep.step_finished("record", "ok", "no record")
+    rep.run_finished(report("already-installed", note="already installed: release X on /dev/sda; booting the disk"))
+    rep.close()
+    maas.assert_well_formed()
+    events = maas.received()
+    warning = [e for e in events if e["name"] == f"{PARENT}/record/warning" and e["event_type"] == "start"]
+    assert len(warning) == 1
+    assert warning[0]["description"].startswith("WARNING: no UEFI firmware")
+    assert (events[-1]["result"], events[-1]["description"]) == (
+        "SUCCESS",
+        "already installed: release X on /dev/sda; booting the disk",
+    )
