@@ -26,15 +26,6 @@ VENDOR_ENTRY = {"CREATE_BOOT_ENTRY": "1"}
 REIMAGE = "harmonic.install.reimage=1"
 
 
-@pytest.fixture(scope="module")
-def installer_build() -> scenarios.InstallerBuild:
-    """The project's .deb and zipapp, built once for this module (`make deb pyz`)."""
-    try:
-        return scenarios.build_installer()
-    except Exception as exc:  # a missing build step is a failure of the suite, not a skip
-        pytest.fail(f"cannot build the installer's .deb and zipapp for the VM tests: {exc}")
-
-
 @pytest.fixture
 def server(base_image: vm.Image, installer_build: scenarios.InstallerBuild, e2e_dir: Path) -> Server:
     """A new UEFI server (fresh NVRAM, blank disk, baked image) after its first power-on."""
