@@ -13,6 +13,9 @@ APT_PACKAGES=(
   nginx-light tinyproxy socat            # integration tests: web server, HTTP proxy, guestfwd connector
   mmdebstrap e2fsprogs uidmap            # isolated root filesystems (sandbox and VM image)
   qemu-system-x86 qemu-utils             # end-to-end tests in a VM
+  ovmf                                   # UEFI firmware for the VM tests (OVMF_CODE_4M.fd, OVMF_VARS_4M.fd)
+  systemd-boot-efi busybox-static        # stand-in Apollo image: a unified kernel image with a busybox initramfs
+  gdisk dosfstools mtools                # stand-in Apollo image and network-boot stand-in: GPT, FAT ESP, mcopy
   cloud-image-utils                      # cloud-localds (NoCloud seed)
   dpkg-dev lintian gpgv gnupg            # .deb build and lint, SHA256SUMS signatures
   util-linux kmod fdisk                  # losetup, blockdev, sfdisk (partitioned loop disks)

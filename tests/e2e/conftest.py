@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import vm
+from tests.e2e import scenarios, vm
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("HARMONIC_TEST_E2E_ARTIFACTS", REPO / "build" / "e2e"))
@@ -34,6 +34,15 @@ def base_image() -> vm.Image:
     if os.geteuid() != 0:
         pytest.fail("VM tests build their image as root (mmdebstrap --mode=root, chroot dpkg)")
     return vm.base_image()
+
+
+@pytest.fixture(scope="session")
+def installer_build() -> scenarios.InstallerBuild:
+    """The project's .deb and zipapp, built once per session (`make deb pyz`)."""
+    try:
+        return scenarios.build_installer()
+    except Exception as exc:  # a missing build step is a failure of the suite, not a skip
+        pytest.fail(f"cannot build the installer's .deb and zipapp for the VM tests: {exc}")
 
 
 @pytest.fixture

@@ -131,19 +131,7 @@ class ScenarioResult:
 
     def events(self) -> list[dict[str, object]]:
         """The installer's JSON log lines found on the serial console (journal+console prefixes stripped)."""
-        found = []
-        for line in self.vm.lines:
-            start = line.text.find("{")
-            if start < 0 or '"event"' not in line.text:
-                continue
-            try:
-                event = json.loads(line.text[start:])
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                event["_t"] = line.t
-                found.append(event)
-        return found
+        return json_events(self.vm.lines)
 
     def python_version(self) -> str | None:
         """The Python the installer ran on in the guest (its `install.started` event), e.g. '3.10.13'."""
@@ -164,6 +152,23 @@ class ScenarioResult:
         with self.disk.open("rb") as fh:
             head = fh.read(len(iso))
         return head == iso and vm.nonzero_bytes(self.disk) == len(iso) - iso.count(0)
+
+
+def json_events(lines: Sequence[vm.SerialLine]) -> list[dict[str, object]]:
+    """The installer's JSON log lines among serial lines (journal+console prefixes stripped; `_t`: when seen)."""
+    found = []
+    for line in lines:
+        start = line.text.find("{")
+        if start < 0 or '"event"' not in line.text:
+            continue
+        try:
+            event = json.loads(line.text[start:])
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            event["_t"] = line.t
+            found.append(event)
+    return found
 
 
 def kernel_cmdline(server_url: str, *, baked: bool) -> list[str]:

@@ -18,15 +18,6 @@ from tests.e2e.scenarios import Scenario, ScenarioResult
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 
-@pytest.fixture(scope="session")
-def installer_build() -> scenarios.InstallerBuild:
-    """The project's .deb and zipapp, built once per session (`make deb pyz`)."""
-    try:
-        return scenarios.build_installer()
-    except Exception as exc:  # a missing build step is a failure of the suite, not a skip
-        pytest.fail(f"cannot build the installer's .deb and zipapp for the VM tests: {exc}")
-
-
 def _explain(r: ScenarioResult) -> str:
     return r.vm.explain()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import scenarios, vm
+from tests.e2e import lifecycle, scenarios, vm
 
 IMAGE = vm.Image("t", Path("/c/root.img"), Path("/c/vmlinuz"), Path("/c/initrd.img"), None)
 
@@ -182,3 +183,134 @@ def test_explain_without_serial_lines_gives_only_the_outcome_and_qemus_stderr(tm
     text = vm.VmResult("qemu-exit", 1, 0.2, lines, tmp_path / "s.log", "qemu: boom\n").explain(serial_lines=0)
     assert "qemu: boom" in text
     assert "serial text" not in text
+
+
+def _uefi(tmp_path: Path) -> vm.Uefi:
+    return vm.Uefi(nvram=tmp_path / "OVMF_VARS.fd", netboot_disk=tmp_path / "netboot.img")
+
+
+def _opt(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_uefi_network_boot_is_q35_ovmf_with_the_netboot_stand_in_first(tmp_path: Path) -> None:
+    """UEFI network boot: q35, OVMF code read-only, this machine's NVRAM written, netboot disk before the target."""
+    spec = vm.VmSpec(image=IMAGE, disk=tmp_path / "sda.img", uefi=_uefi(tmp_path), boot="network")
+    argv = vm.qemu_argv(spec, tmp_path / "qmp")
+    assert argv[argv.index("-machine") + 1] == "q35"
+    drives = _opt(argv, "-drive")
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={vm.OVMF_CODE}" in drives
+    assert f"if=pflash,format=raw,unit=1,snapshot=off,file={tmp_path / 'OVMF_VARS.fd'}" in drives
+    devices = _opt(argv, "-device")
+    assert any(d.startswith("nvme,drive=netboot") and d.endswith("bootindex=1") for d in devices), devices
+    assert any(d.startswith("scsi-hd,drive=target") and d.endswith("bootindex=2") for d in devices), devices
+    assert "-kernel" in argv
+    assert argv.count("-netdev") == 1
+    assert any(d.startswith(f"file={IMAGE.root},if=virtio") for d in drives)
+
+
+def test_firmware_boot_has_no_kernel_no_root_image_and_no_network(tmp_path: Path) -> None:
+    """A power-on without network boot: no -kernel, no in-memory OS image, no NIC; the firmware picks a disk."""
+    spec = vm.VmSpec(
+        image=IMAGE,
+        disk=tmp_path / "sda.img",
+        forwards=[vm.Forward(vm.WEB_IP, 80, 40001)],
+        seed=tmp_path / "seed.img",
+        uefi=_uefi(tmp_path),
+        boot="firmware",
+    )
+    argv = vm.qemu_argv(spec, tmp_path / "qmp")
+    for flag in ("-kernel", "-initrd", "-append", "-netdev"):
+        assert flag not in argv
+    drives = " ".join(_opt(argv, "-drive"))
+    assert str(IMAGE.root) not in drives
+    assert "seed.img" not in drives
+    assert "sda.img" in drives
+    assert "netboot.img" in drives
+
+
+def test_firmware_boot_without_uefi_is_refused(tmp_path: Path) -> None:
+    """A firmware boot needs the UEFI machine (its NVRAM and order): without one the harness refuses."""
+    with pytest.raises(ValueError, match="UEFI"):
+        vm.qemu_argv(vm.VmSpec(image=IMAGE, disk=tmp_path / "sda.img", boot="firmware"), tmp_path / "qmp")
+
+
+def _lines(*texts: str) -> tuple[vm.SerialLine, ...]:
+    return tuple(vm.SerialLine(float(i), t) for i, t in enumerate(texts))
+
+
+def test_guest_report_is_read_from_the_serial_console() -> None:
+    """The E2E-REPORT lines a guest prints at shutdown give dpkg's view, the tool's log and the boot entries."""
+    report = lifecycle.GuestReport.parse(
+        _lines(
+            "[  90.1] e2e-guest[401]: E2E-REPORT begin",
+            "E2E-REPORT dpkg ii  ostree-upgrade-bootstrap 2.0.41",
+            "E2E-REPORT dpkg ii  ostree-upgrade 2.0.41",
+            "E2E-REPORT dpkg.log 2026-12-06 22:00:01 install ostree-upgrade:all <none> 2.0.41",
+            "E2E-REPORT tool 2026-12-06T22:00:05 pid=9 wrote 24140288 bytes to /dev/sda",
+            "E2E-REPORT efi BootNext: 0004",
+            "E2E-REPORT end",
+        )
+    )
+    assert report.complete
+    assert report.installed_packages() == {"ostree-upgrade-bootstrap", "ostree-upgrade"}
+    assert report.tool_wrote() == ["2026-12-06T22:00:05 pid=9 wrote 24140288 bytes to /dev/sda"]
+    assert report.efi == ("BootNext: 0004",)
+    empty = lifecycle.GuestReport.parse(_lines("E2E-REPORT begin", "E2E-REPORT efi BootOrder: 0001"))
+    assert not empty.complete
+    assert empty.installed_packages() == set()
+    assert empty.tool == ()
+
+
+def test_firmware_boot_reads_the_marker_and_the_entry_ovmf_loaded(tmp_path: Path) -> None:
+    """Which disk a firmware boot reached is read from the marker line and OVMF's `BdsDxe: loading` line."""
+    result = vm.VmResult(
+        "poweroff",
+        0,
+        12.0,
+        _lines(
+            'BdsDxe: loading Boot0004 "Harmonic cOS" from HD(1,GPT,AA7B...)/\\EFI\\BOOT\\BOOTX64.EFI',
+            "EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path",
+            "HARMONIC-COS-STANDIN release-3.21.3.0-7+auto15",
+            "[    3.3] reboot: Power down",
+        ),
+        tmp_path / "fw.serial.log",
+        "",
+    )
+    fw = lifecycle.FirmwareBoot("2-fw", result, "")
+    assert fw.booted == "HARMONIC-COS-STANDIN release-3.21.3.0-7+auto15"
+    assert fw.entry == "Boot0004"
+    netboot = lifecycle.FirmwareBoot("3-fw", dataclasses.replace(result, lines=_lines("NETBOOT-STANDIN")), "")
+    assert netboot.booted == "NETBOOT-STANDIN"
+    assert netboot.entry is None
+
+
+def test_lifecycle_layers_baked_and_ephemeral(tmp_path: Path) -> None:
+    """The baked lifecycle image has the .deb and its unit enabled; the ephemeral one only the guest helper."""
+    deb = tmp_path / "harmonic-installer_0.1.0_all.deb"
+    deb.write_bytes(b"deb")
+    build = scenarios.InstallerBuild(deb, tmp_path / "harmonic-install.pyz")
+    baked, ephemeral = lifecycle.layer(build, "baked"), lifecycle.layer(build, "ephemeral")
+    assert scenarios.UNIT in baked.enable
+    assert baked.debs == (deb,)
+    assert scenarios.UNIT not in ephemeral.enable
+    assert ephemeral.debs == ()
+    assert "e2e-guest.service" in baked.enable
+    assert "e2e-guest.service" in ephemeral.enable
+    assert baked.digest() != ephemeral.digest()
+
+
+def test_a_failed_boot_explains_itself(tmp_path: Path) -> None:
+    """A failing check's message carries the outcome, QEMU's stderr, the installer's verdict and the serial tail."""
+    lines = _lines(
+        "harmonic-install[373]: harmonic-install: FAILED at step download: no checksum (exit 4)",
+        *(f"line {i}" for i in range(100)),
+    )
+    result = vm.VmResult("poweroff", 0, 42.0, lines, tmp_path / "3-net.serial.log", "qemu: warning: something\n")
+    text = lifecycle.explain(result, "power-on 12 s, 1-net reboot 150 s")
+    assert "outcome=poweroff rc=0 after 42 s" in text
+    assert "QEMU stderr: qemu: warning: something" in text
+    assert "the installer's last word: harmonic-install[373]: harmonic-install: FAILED at step download" in text
+    assert "boots so far: power-on 12 s, 1-net reboot 150 s" in text
+    assert text.endswith("line 99")
+    assert "line 39\n" not in text  # only the last 60 lines

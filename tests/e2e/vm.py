@@ -37,8 +37,8 @@ from typing import IO, Literal
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # What a MAAS ephemeral Ubuntu has that the installer touches: systemd + udev, python3, cloud-init, dpkg,
-# networking, block-device tools, wget (the user-data fetches the zipapp with it). curl is for the harness's own
-# probe unit.
+# networking, block-device tools, wget (the user-data fetches the zipapp with it), efibootmgr (UEFI boot
+# entries and BootNext, issue 11). curl is for the harness's own probe unit.
 PACKAGES = (
     "systemd-sysv",
     "udev",
@@ -51,6 +51,7 @@ PACKAGES = (
     "wget",
     "e2fsprogs",
     "fdisk",
+    "efibootmgr",
     "linux-image-amd64",
 )
 # Left out of the image to keep it small: documentation and kernel drivers a VM never loads.
@@ -390,7 +391,7 @@ class Layer:
         return h.hexdigest()[:16]
 
 
-_KEEP_LAYERS = 4
+_KEEP_LAYERS = 6  # one suite run uses five: the probe, the UEFI probe, baked, lifecycle baked and ephemeral
 _KEEP_BASES = 3  # other checkouts (another branch's recipe) may use an older base at the same time
 
 
@@ -531,9 +532,57 @@ def kvm_enabled() -> bool:
     return os.environ.get("HARMONIC_TEST_E2E_KVM") == "1"
 
 
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+Boot = Literal["network", "firmware"]
+
+
+@dataclass(frozen=True, slots=True)
+class Uefi:
+    """A UEFI machine: OVMF's code (read-only), this machine's own NVRAM, and the network-boot stand-in disk.
+
+    The NVRAM file is a copy of OVMF_VARS_4M.fd made once per machine (`uefi_machine`) and kept across its boots,
+    as a server keeps its NVRAM across power cycles. The firmware's order is QEMU's `bootindex`: the network-boot
+    stand-in (an NVMe disk whose ESP boots an OS that prints NETBOOT-STANDIN and powers off) first, as MAAS keeps
+    network boot first, then the target disk. A boot that reaches the target disk therefore went through BootNext.
+    """
+
+    nvram: Path
+    netboot_disk: Path
+    code: Path = OVMF_CODE
+
+
+def uefi_machine(
+    workdir: Path, netboot_disk: Path, *, image: Image, disk: Path, timeout: float = 300
+) -> tuple[Uefi, VmResult]:
+    """A new UEFI machine in workdir (a fresh NVRAM copy of OVMF_VARS_4M.fd) after its first power-on.
+
+    OVMF creates its boot entries for the disks (`Boot####` "UEFI QEMU QEMU HARDDISK ...") only when its own boot
+    manager runs: a first boot with -kernel jumps to that kernel before, and leaves an NVRAM with no disk entry at
+    all (measured). A server has its entries from its first power-on long before MAAS deploys it, so the machine is
+    powered on once without a kernel here; the network-boot stand-in, first in the order, powers it off again.
+    Returns the machine and that first run (its serial log is `power-on.serial.log`).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    nvram = workdir / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF_VARS, nvram)
+    machine = Uefi(nvram=nvram, netboot_disk=netboot_disk)
+    first = run(
+        VmSpec(image=image, disk=disk, uefi=machine, boot="firmware"), workdir, timeout=timeout, name="power-on"
+    )
+    return machine, first
+
+
 @dataclass(frozen=True, slots=True)
 class VmSpec:
-    """Everything that makes one run: image, target disk, forwards, kernel parameters, seed disk."""
+    """Everything that makes one run: image, target disk, forwards, kernel parameters, seed disk, firmware.
+
+    `boot` says how the machine starts. "network": the in-memory OS (`image`) is loaded by QEMU with
+    -kernel/-initrd, standing for MAAS's PXE boot (with `uefi`, OVMF hands over to that kernel before its own boot
+    manager would pick a disk). "firmware" (needs `uefi`): a power-on without network boot; no kernel, no root
+    image, no network: the firmware boots a disk by BootNext or its order.
+    """
 
     image: Image
     disk: Path
@@ -542,6 +591,8 @@ class VmSpec:
     seed: Path | None = None
     memory_mib: int = 2048
     cpus: int = 1
+    uefi: Uefi | None = None
+    boot: Boot = "network"
 
 
 def _opt_path(path: Path) -> str:
@@ -562,7 +613,8 @@ def runtime_dir() -> Path:
 
 def qemu_argv(spec: VmSpec, qmp: Path) -> list[str]:
     """The QEMU command line for a run (serial console on stdout, monitor on a QMP socket)."""
-    netdev = ",".join(["user", "id=net0", "restrict=on", *(f.netdev_option() for f in spec.forwards)])
+    if spec.boot == "firmware" and spec.uefi is None:
+        raise ValueError("a firmware boot needs a UEFI machine (VmSpec.uefi)")
     argv = [
         "qemu-system-x86_64",
         *(["-accel", "kvm", "-cpu", "host"] if kvm_enabled() else ["-accel", "tcg"]),
@@ -572,21 +624,40 @@ def qemu_argv(spec: VmSpec, qmp: Path) -> list[str]:
         "-display", "none",
         "-no-reboot",
         "-snapshot",
-        "-kernel", str(spec.image.kernel),
-        "-initrd", str(spec.image.initrd),
-        "-append", " ".join([*KERNEL_CMDLINE, *spec.cmdline]),
-        "-drive", f"file={_opt_path(spec.image.root)},if=virtio,format=raw,discard=unmap",
+    ]  # fmt: skip
+    target_boot = ""
+    if spec.uefi is not None:
+        argv += [
+            "-machine", "q35",
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_opt_path(spec.uefi.code)}",
+            "-drive", f"if=pflash,format=raw,unit=1,snapshot=off,file={_opt_path(spec.uefi.nvram)}",
+            # -snapshot: the stand-in's writes (none expected) never reach its file.
+            "-drive", f"file={_opt_path(spec.uefi.netboot_disk)},if=none,id=netboot,format=raw",
+            "-device", "nvme,drive=netboot,serial=E2ENETBOOT01,bootindex=1",
+        ]  # fmt: skip
+        target_boot = ",bootindex=2"
+    if spec.boot == "network":
+        argv += [
+            "-kernel", str(spec.image.kernel),
+            "-initrd", str(spec.image.initrd),
+            "-append", " ".join([*KERNEL_CMDLINE, *spec.cmdline]),
+            "-drive", f"file={_opt_path(spec.image.root)},if=virtio,format=raw,discard=unmap",
+        ]  # fmt: skip
+    argv += [
         "-device", "virtio-scsi-pci,id=scsi0",
         "-drive", f"file={_opt_path(spec.disk)},if=none,id=target,format=raw,snapshot=off,cache=writeback",
-        "-device", "scsi-hd,drive=target,bus=scsi0.0,serial=E2ETARGET0001",
-        "-netdev", netdev,
-        "-device", "virtio-net-pci,netdev=net0",
+        "-device", f"scsi-hd,drive=target,bus=scsi0.0,serial=E2ETARGET0001{target_boot}",
+    ]  # fmt: skip
+    if spec.boot == "network":
+        netdev = ",".join(["user", "id=net0", "restrict=on", *(f.netdev_option() for f in spec.forwards)])
+        argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
+    argv += [
         "-device", "virtio-rng-pci",
         "-chardev", "stdio,id=ser0,signal=off",
         "-serial", "chardev:ser0",
         "-qmp", f"unix:{_opt_path(qmp)},server=on,wait=off",
     ]  # fmt: skip
-    if spec.seed is not None:
+    if spec.seed is not None and spec.boot == "network":
         argv += ["-drive", f"file={_opt_path(spec.seed)},if=virtio,format=raw,readonly=on"]
     return argv
 
@@ -769,7 +840,7 @@ class Vm:
         )
 
 
-_ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
+_ANSI = re.compile(rb"\x1b\[[0-9;?=]*[A-Za-z]|\r")
 
 
 def _clean(raw: bytes) -> str:

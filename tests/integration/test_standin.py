@@ -245,3 +245,63 @@ def test_tool_hangs_when_asked(tool_env: dict[str, str], web: WebRoot, tmp_path:
             proc.kill()
             proc.wait()
         assert first_difference(disk.path, web.iso.path) == MiB
+
+
+FAKE_EFIBOOTMGR = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/efibootmgr.argv"
+[ -n "${FAKE_EFIBOOTMGR_FAIL:-}" ] && { echo "Could not prepare Boot variable: No such file or directory" >&2; exit 5; }
+printf 'BootCurrent: 0001\\nBootOrder: 0004,0001,0002\\nBoot0001* UEFI QEMU NVMe\\nBoot0004* CableOS\\n'
+"""
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_tool_creates_its_boot_entry_when_asked(
+    fails: bool, tool_env: dict[str, str], web: WebRoot, tmp_path: Path
+) -> None:
+    """CREATE_BOOT_ENTRY=1: after the write, `efibootmgr --create` for partition 1's loader; a failure only warns."""
+    iso = f"{tool_env['OSTREE_STANDIN_ISO_DIR']}/{web.iso.name}"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "efibootmgr").write_text(FAKE_EFIBOOTMGR)
+    (bin_dir / "efibootmgr").chmod(0o755)
+    Path(tool_env["OSTREE_STANDIN_CONF_FILE"]).write_text("CREATE_BOOT_ENTRY=1\n")
+    env = {**tool_env, "PATH": f"{bin_dir}:{tool_env['PATH']}", **({"FAKE_EFIBOOTMGR_FAIL": "1"} if fails else {})}
+    with loop_device(tmp_path, size=8 * MiB) as disk:
+        result = _tool(["-D", disk.path, "from", iso], env, stdin="y\n")
+        assert result.returncode == 0, result.stdout
+        assert first_difference(disk.path, web.iso.path) is None
+    argv = (bin_dir / "efibootmgr.argv").read_text().split()
+    assert argv == [
+        "--create",
+        "--disk",
+        disk.path,
+        "--part",
+        "1",
+        "--label",
+        "CableOS",
+        "--loader",
+        "\\EFI\\BOOT\\BOOTX64.EFI",
+    ]
+    log = Path(tool_env["OSTREE_STANDIN_LOG_FILE"]).read_text()
+    if fails:
+        assert "warning: efibootmgr failed (rc 5)" in result.stdout
+        assert "boot entry not created" in log
+    else:
+        assert "UEFI boot entry created: Boot0004* CableOS" in result.stdout
+        assert "boot entry created: Boot0004* CableOS" in log
+
+
+def test_tool_makes_no_boot_entry_by_default(tool_env: dict[str, str], web: WebRoot, tmp_path: Path) -> None:
+    """Without CREATE_BOOT_ENTRY the tool never runs efibootmgr (a vendor tool that leaves the firmware alone)."""
+    iso = f"{tool_env['OSTREE_STANDIN_ISO_DIR']}/{web.iso.name}"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "efibootmgr").write_text(FAKE_EFIBOOTMGR)
+    (bin_dir / "efibootmgr").chmod(0o755)
+    with loop_device(tmp_path, size=8 * MiB) as disk:
+        result = _tool(
+            ["-D", disk.path, "from", iso], {**tool_env, "PATH": f"{bin_dir}:{tool_env['PATH']}"}, stdin="y\n"
+        )
+    assert result.returncode == 0, result.stdout
+    assert not (bin_dir / "efibootmgr.argv").exists()
+    assert "boot entry" not in result.stdout

@@ -19,6 +19,11 @@ Fault knobs, from /etc/ostree-standin.conf (KEY=VALUE lines, '#' comments) and t
   HANG               start | prompt | write: sleep forever at that point (before the checks, after the
                      questions, after the first block)
   BLOCK_DELAY        seconds to sleep after each block (to make a write slow enough to interrupt)
+  CREATE_BOOT_ENTRY  1: after a successful write, create a UEFI boot entry for the disk's first partition
+                     (`efibootmgr --create`, loader \\EFI\\BOOT\\BOOTX64.EFI, label BOOT_ENTRY_LABEL), as a vendor
+                     installer that registers its OS with the firmware does; like efibootmgr's default, the new
+                     entry goes first in BootOrder. A failure is a warning (rc stays 0: the image is written).
+  BOOT_ENTRY_LABEL   the entry's label (default "CableOS", unlike the installer's own "Harmonic cOS" entry)
 Every invocation is appended to /var/log/ostree-standin.log (argv, answers, outcome).
 
 Runs on the target's python3 (3.10 on Ubuntu 22.04, 3.11 in the Debian sandbox); standard library only.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 import time
 
@@ -156,7 +162,29 @@ def install(disk: str, iso: str, conf: dict[str, str]) -> int:
         if extra and not ask(extra):
             return 1
     hang("prompt", conf)
-    return copy(real_iso, disk, iso_size, conf)
+    rc = copy(real_iso, disk, iso_size, conf)
+    if rc == 0 and conf.get("CREATE_BOOT_ENTRY", "0") == "1":
+        create_boot_entry(disk, conf.get("BOOT_ENTRY_LABEL", "CableOS"))
+    return rc
+
+
+def create_boot_entry(disk: str, label: str) -> None:
+    """Register the written disk's ESP loader with the firmware (efibootmgr --create puts it first in BootOrder)."""
+    argv = ["efibootmgr", "--create", "--disk", disk, "--part", "1", "--label", label]
+    argv += ["--loader", "\\EFI\\BOOT\\BOOTX64.EFI"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        say(f"ostree-production: warning: cannot create a UEFI boot entry: {exc}")
+        journal(f"boot entry not created: {exc}")
+        return
+    if done.returncode != 0:
+        say(f"ostree-production: warning: efibootmgr failed (rc {done.returncode}): {done.stderr.strip()}")
+        journal(f"boot entry not created: efibootmgr rc={done.returncode} {done.stderr.strip()!r}")
+        return
+    created = [line for line in done.stdout.splitlines() if line.startswith("Boot") and label in line]
+    say(f"UEFI boot entry created: {created[-1] if created else label}")
+    journal(f"boot entry created: {created[-1] if created else label}")
 
 
 def copy(iso: str, disk: str, iso_size: int, conf: dict[str, str]) -> int:

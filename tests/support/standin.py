@@ -4,7 +4,8 @@
     <root>/packages/ostree-upgrade_<version>_all.deb         Depends: ostree-upgrade-bootstrap; ships
                                                              /usr/bin/ostree-production (the stand-in tool)
     <root>/packages/SHA256SUMS
-    <root>/apollo/APOLLO_PLATFORM-<release>.iso               a real ISO 9660 padded with seeded random bytes
+    <root>/apollo/APOLLO_PLATFORM-<release>.iso               a real ISO 9660 padded with seeded random bytes,
+                                                             or a bootable GPT disk image (bootable.py)
     <root>/apollo/latest -> APOLLO_PLATFORM-<release>.iso     (symlink; or serve `latest_redirect()` for a 302)
     <root>/apollo/SHA256SUMS
 
@@ -196,6 +197,7 @@ def build_web_root(
     seed: str | None = None,
     bootstrap: DebSpec | None = None,
     upgrade: DebSpec | None = None,
+    image: Path | None = None,
 ) -> WebRoot:
     """Build the stand-in web server tree under root and return what a correct install must see.
 
@@ -205,6 +207,9 @@ def build_web_root(
         iso_size: the ISO's size in bytes.
         seed: seed of the ISO's random padding (default: derived from the release).
         bootstrap, upgrade: override a deb (e.g. a failing postinst, a missing dependency).
+        image: serve this file as the ISO instead of a generated ISO 9660 (e.g. a bootable disk image from
+            tests/support/bootable.py, which the stand-in tool writes byte for byte like any ISO); iso_size and
+            seed are then unused.
     """
     bootstrap = bootstrap or DebSpec(
         BOOTSTRAP,
@@ -219,7 +224,11 @@ def build_web_root(
     write_sha256sums(packages, [d.name for d in debs])
     iso_name = f"APOLLO_PLATFORM-{release}.iso"
     apollo = root / "apollo"
-    make_iso(apollo / iso_name, size=iso_size, seed=seed or release, label=f"APOLLO {release}")
+    if image is not None:
+        apollo.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, apollo / iso_name)
+    else:
+        make_iso(apollo / iso_name, size=iso_size, seed=seed or release, label=f"APOLLO {release}")
     write_sha256sums(apollo, [iso_name])
     latest = apollo / "latest"
     if latest.is_symlink() or latest.exists():
