@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e import scenarios, vm
 from tests.e2e.scenarios import Scenario
-from tests.e2e.test_scenarios import _assert_installed, installer_build  # noqa: F401 - fixture
+from tests.e2e.test_scenarios import _assert_installed
 from tests.support.maas_api import ApiMachine, MaasApi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_fleet_watch_sees_the_real_installer_install(
     base_image: vm.Image,
-    installer_build: scenarios.InstallerBuild,  # noqa: F811
+    installer_build: scenarios.InstallerBuild,
     e2e_dir: Path,
 ) -> None:
     """fleet watch, running during the VM's boot, reports the machine installed with the release and disk."""
