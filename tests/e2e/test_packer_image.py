@@ -169,7 +169,8 @@ def test_maas_in_memory_boot_with_the_tag_installs_writes_the_iso_and_reboots(
     assert ours[0] == ("start", "harmonic-installer", None), ours
     assert ours[-1] == ("finish", "harmonic-installer", "SUCCESS"), ours
     for step in scenarios.STEPS:
-        assert ("finish", f"harmonic-installer/{step}", "SUCCESS") in ours, ours
+        if step != "reboot":  # requested after the last report and the flush: never reported
+            assert ("finish", f"harmonic-installer/{step}", "SUCCESS") in ours, ours
     assert len(names) > len(ours), names
     assert r.vm.first(r"Datasource DataSourceMAAS \[http://10\.0\.2\.110:5248/MAAS/metadata/\]") is not None
     rack = (workdir / "rack-requests.log").read_text()
