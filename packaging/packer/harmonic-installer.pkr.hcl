@@ -108,7 +108,7 @@ build {
     post-processor "shell-local" {
       inline = [
         "echo 'MAAS IMPORT: copy ${var.filename} to the MAAS server, then run there:'",
-        "python3 -I -S ${var.pyz} maas-import-command --series ${var.ubuntu_series} ${var.filename}",
+        "python3 -I -S '${var.pyz}' maas-import-command --series ${var.ubuntu_series} ${var.filename}",
       ]
       inline_shebang = "/bin/bash -e"
     }

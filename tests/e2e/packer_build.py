@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +94,18 @@ def _var_file(path: Path, cloud: CloudImage, serial_log: Path) -> Path:
     return path
 
 
+def _make_safe_top(recipe: Path) -> str:
+    """The repository as the recipe's TOP, in a form make can use: make splits file names at spaces, so a
+    checkout path with spaces is given relative to the recipe (the copy lives inside the checkout), or else
+    through a symlink in a short private directory."""
+    rel = os.path.relpath(REPO, recipe)
+    if " " not in rel:
+        return rel
+    link = Path(tempfile.mkdtemp(prefix="hi-top-")) / "top"
+    link.symlink_to(REPO)
+    return str(link)
+
+
 def build(workdir: Path, cloud: CloudImage, *, timeout: float = TIMEOUT_S) -> PackerBuild:
     """`make all PACKER16=1 ACCEL=tcg` in a copy of packaging/packer; the .deb and pyz must be in dist/."""
     recipe = _copy_recipe(workdir / "packer")
@@ -104,20 +118,25 @@ def build(workdir: Path, cloud: CloudImage, *, timeout: float = TIMEOUT_S) -> Pa
     log = workdir / "make-all.log"
     argv = [
         "make", "-C", str(recipe), "--no-print-directory", "all",
-        f"TOP={REPO}", "PACKER16=1", "ACCEL=tcg", "TIMEOUT=30m", "PACKER_LOG=1",
-        f"CUSTOMIZE_SCRIPT={customize}", f"PACKER_VARS=-var-file={var_file}",
+        f"TOP={_make_safe_top(recipe)}", "PACKER16=1", "ACCEL=tcg", "TIMEOUT=30m", "PACKER_LOG=1",
+        f"CUSTOMIZE_SCRIPT={customize}", f"PACKER_VARS=-var-file={shlex.quote(str(var_file))}",
     ]  # fmt: skip
     env = {
         **{k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}},
         "PACKER_LOG_PATH": str(workdir / "packer.log"),
         "PACKER_CACHE_DIR": str(workdir / "packer_cache"),
         "CHECKPOINT_DISABLE": "1",  # Packer's update check would leave loopback
-        "TMPDIR": str(workdir),
+        # Packer 1.6's shell-local post-processor runs its script from TMPDIR unquoted: keep that path free of
+        # the checkout's spaces.
+        "TMPDIR": tempfile.mkdtemp(prefix="hi-packer-"),
     }
     started = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                              timeout=timeout, check=False)  # fmt: skip
+    try:
+        with log.open("w") as out:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  timeout=timeout, check=False)  # fmt: skip
+    finally:
+        shutil.rmtree(env["TMPDIR"], ignore_errors=True)
     return PackerBuild(
         returncode=proc.returncode,
         tarball=recipe / "harmonic-installer.tar.gz",

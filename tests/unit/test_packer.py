@@ -223,7 +223,7 @@ def test_post_processors_make_the_tgz_then_print_the_import_command() -> None:
         "${path.root}/scripts/image-to-tgz.sh output-harmonic-installer/packer-harmonic-installer ${var.filename}"
     ]
     assert (
-        "python3 -I -S ${var.pyz} maas-import-command --series ${var.ubuntu_series} ${var.filename}"
+        "python3 -I -S '${var.pyz}' maas-import-command --series ${var.ubuntu_series} ${var.filename}"
         in steps[1][1]["inline"]
     )
 
