@@ -34,10 +34,10 @@ from types import TracebackType
 from typing import IO, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import httpcore
-import httpx
+import httpcore  # noqa: TID251  # download owner: httpx's transport errors
+import httpx  # noqa: TID251  # the one owner of HTTP downloads (DESIGN.md)
 import structlog
-import tenacity
+import tenacity  # noqa: TID251  # the one retry policy (DESIGN.md)
 
 from harmonic_installer import __version__, tls
 from harmonic_installer.config import Settings, redact_url

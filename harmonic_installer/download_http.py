@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import httpx
+import httpx  # noqa: TID251  # download owner: the HTTP transport below the downloader
 import structlog
 
 from harmonic_installer.config import redact_url

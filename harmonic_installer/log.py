@@ -101,7 +101,7 @@ def configure(
     else:
         colors = _isatty(out) and "NO_COLOR" not in os.environ
         renderer = [structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=structlog.dev.plain_traceback)]
-    structlog.configure(
+    structlog.configure(  # noqa: TID251  # the one place that configures logging
         processors=shared + renderer,
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
         logger_factory=structlog.WriteLoggerFactory(file=out),

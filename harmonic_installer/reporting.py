@@ -31,12 +31,12 @@ import secrets
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
+from urllib.request import HTTPSHandler, ProxyHandler, Request, build_opener  # noqa: TID251  # MAAS status posts
 
 import structlog
 
@@ -149,13 +149,11 @@ class UrllibTransport:
     every outgoing HTTPS connection (tls.py: the system store, or `server.ca_file`)."""
 
     def __init__(self, ca_file: Path | str | None = None) -> None:
-        self._opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls.client_context(ca_file))
-        )
+        self._opener = build_opener(ProxyHandler({}), HTTPSHandler(context=tls.client_context(ca_file)))
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, Mapping[str, str]]:
         """POST `body` to `url`; every HTTP status is returned, only a missing answer raises."""
-        request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
+        request = Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
         try:
             with self._opener.open(request, timeout=timeout) as response:
                 response.read(64 * 1024)

@@ -15,7 +15,7 @@ import functools
 import os
 import shutil
 import signal
-import subprocess
+import subprocess  # noqa: TID251  # the one user of subprocess (DESIGN.md)
 import threading
 import time
 from collections.abc import Mapping, Sequence
