@@ -41,8 +41,10 @@ import tenacity  # noqa: TID251  # the one retry policy (DESIGN.md)
 
 from harmonic_installer import __version__, tls
 from harmonic_installer.config import Settings, redact_url
+from harmonic_installer.download_follow import Follower
 from harmonic_installer.download_http import ClientPool, Exchange, stream_get
 from harmonic_installer.download_verdict import gave_up
+from harmonic_installer.download_wire import body_chunks
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
 from harmonic_installer.names import is_plain_name
 from harmonic_installer.proxy import ProxyConfig
@@ -72,7 +74,6 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RELEASE = re.compile(r"^APOLLO_PLATFORM-(.+)\.iso$")
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 _HASH_BLOCK = 1 * MiB
-_WRITE_BUFFER = 1 * MiB
 
 
 ProgressCallback = Callable[[str, int, int | None], None]
@@ -838,10 +839,10 @@ class Downloader:
             total=total,
             deadline=deadline,
         )
-        chunks: Iterator[bytes] = resp.iter_raw()
+        chunks: Iterator[bytes | memoryview] = body_chunks(resp, read_timeout_s=self._policy.read_timeout_s)
         check_at, next_mark = meter.start()
         if offset == 0:
-            first = next(chunks, b"")
+            first = bytes(next(chunks, b""))  # one copy: the next read reuses the buffer
             if _looks_like_html(first) and not t.spec.filename.endswith((".html", ".htm")):
                 _discard(t.part, t.meta)
                 raise DownloadError(
@@ -850,36 +851,36 @@ class Downloader:
                 )
             chunks = itertools.chain((first,), chunks)
         received = 0
-        update = t.hasher.update
         clock = self._clock
-        fd = os.open(t.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(t.part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             if not _ours(os.fstat(fd)):  # planted by another user in a shared directory: they could change it
                 raise DownloadError(f"downloading {t.url_shown}: {t.part} belongs to another user; not writing to it")
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
-            with os.fdopen(fd, "wb", buffering=_WRITE_BUFFER) as f:
-                write = f.write
+            # The hash is taken from the file on a second thread (download_follow): this loop only writes.
+            with Follower(fd, offset, t.hasher) as follower:
+                advance = follower.advance
                 try:
                     for chunk in chunks:
-                        write(chunk)
-                        update(chunk)
-                        received += len(chunk)
-                        if expected_len is not None and received > expected_len:
+                        n = len(chunk)
+                        if expected_len is not None and received + n > expected_len:
                             raise DownloadError(
                                 f"downloading {t.url_shown}: the server sent more than the {total} bytes it "
                                 f"announced; the file was discarded"
                             )
+                        _write_all(fd, chunk)
+                        advance(n)
+                        received += n
                         now = clock()
                         if now >= check_at or received >= next_mark:
                             check_at, next_mark = meter.check(offset + received, now)
                 finally:
                     t.transferred += received
                     t.size = offset + received
-                if expected_len is not None and received < expected_len:
-                    raise _Transient(f"body cut off at {offset + received} of {total} bytes")
-                f.flush()
-                os.fsync(f.fileno())
+            if expected_len is not None and received < expected_len:
+                raise _Transient(f"body cut off at {offset + received} of {total} bytes")
+            os.fsync(fd)
         except _OverBudget:
             raise
         except DownloadError:
@@ -887,6 +888,8 @@ class Downloader:
             raise
         except OSError as exc:
             raise _write_failed(t, exc, total) from exc
+        finally:
+            os.close(fd)
         meter.finish(offset + received)
 
     # -- small requests --------------------------------------------------------------------------------------
@@ -1411,6 +1414,13 @@ def _hash_stream(f: IO[bytes], limit: int | None) -> tuple[Any, int]:
         hasher.update(block)
         done += len(block)
     return hasher, done
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of `data` at the file's position (os.write may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _ensure_dir(path: Path) -> None:
