@@ -1,6 +1,9 @@
 """The production download path in a fresh process: settings -> plan.artifact_specs -> Downloader.fetch(ISO).
 
 Usage: python -m tests.bench.bench_fetch SERVER_URL ISO_DIR [key=value ...]
+   or: python3.10 -I -S tests/bench/bench_fetch.py --pyz dist/harmonic-install.pyz SERVER_URL ISO_DIR [...]
+With --pyz the code comes from the zipapp as it ships, in an isolated interpreter (no site-packages, no
+PYTHON* variables), as the unit and the wrapper start it: the whole process is what an operator runs.
 Extra key=value pairs are settings (e.g. download.attempts=12). HARMONIC_BENCH_HTTPCORE_READ=<bytes>
 sets httpcore's socket read size for an experiment (the tuning measured in results/README.md). The
 checksum comes from the server's SHA256SUMS, as in production. Logs go to stderr as JSON (what the
@@ -17,6 +20,9 @@ import time
 
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
+    if argv[:1] == ["--pyz"]:
+        sys.path.insert(0, argv[1])  # the zipapp's own code and its bundled dependencies, nothing else
+        argv = argv[2:]
     from harmonic_installer import config, log
     from harmonic_installer.download import Downloader, DownloadPolicy
     from harmonic_installer.plan import artifact_specs

@@ -7,6 +7,7 @@ conditions. Each process is waited for with wait4(): wall time, CPU and peak RSS
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +23,25 @@ from tests.bench.bench_lib import (
     log,
     make_file,
     median,
+    python310,
     run_measured,
     tmpfs,
     warm,
     write_sums,
 )
+from tests.bench.bench_startup import build_pyz
 from tests.support.nginx import serve
 
 VENV_PY = str(REPO / ".venv" / "bin" / "python")
+FETCH_SCRIPT = Path(__file__).with_name("bench_fetch.py")
 TOOLS = ("harmonic-install", "curl -o", "curl -o + sha256sum", "wget -O")
 # Experiments (a tool list on the command line): the download path with httpcore reading N KiB at a time.
-EXPERIMENTS = ("harmonic-install 64 KiB reads", "harmonic-install 256 KiB reads", "harmonic-install 1024 KiB reads")
+EXPERIMENTS = (
+    "harmonic-install (venv)",  # the same code run from the checkout's venv (python -m tests.bench.bench_fetch)
+    "harmonic-install 64 KiB reads",
+    "harmonic-install 256 KiB reads",
+    "harmonic-install 1024 KiB reads",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +59,9 @@ def commands(tool: str, base: str, iso_dir: Path) -> list[str]:
     """The argv that downloads the ISO into iso_dir with `tool`."""
     url = f"{base}/apollo/latest"
     dest = str(iso_dir / ISO_NAME)
-    if tool == "harmonic-install":
+    if tool == "harmonic-install":  # the shipped zipapp, isolated, in a fresh process (start-up included)
+        return [python310(), "-I", "-S", str(FETCH_SCRIPT), "--pyz", str(_pyz()), base, str(iso_dir)]
+    if tool == "harmonic-install (venv)":
         return [VENV_PY, "-m", "tests.bench.bench_fetch", base, str(iso_dir)]
     if tool.startswith("harmonic-install ") and tool.endswith(" KiB reads"):
         env = f"HARMONIC_BENCH_HTTPCORE_READ={int(tool.split()[1]) * 1024}"
@@ -66,6 +77,19 @@ def commands(tool: str, base: str, iso_dir: Path) -> list[str]:
     if tool == "wget -O":
         return ["wget", "-q", "-O", dest, url]
     raise ValueError(tool)
+
+
+_built: list[Path] = []
+
+
+def _pyz() -> Path:
+    """dist/harmonic-install.pyz, rebuilt once per benchmark run (never a stale one)."""
+    if not _built:
+        pyz = build_pyz()
+        if pyz is None:
+            raise SystemExit("bench: cannot build dist/harmonic-install.pyz (make pyz)")
+        _built.append(pyz)
+    return _built[0]
 
 
 def web_root(size: int) -> tuple[Path, str]:
@@ -165,6 +189,7 @@ if __name__ == "__main__":
     size = int(float(sys.argv[1]) * MiB) if len(sys.argv) > 1 else GiB
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     chosen = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else TOOLS
+    print(f"machine: {os.cpu_count()} cores; {n} interleaved rounds of {size / MiB:.0f} MiB; ratios are medians")
     for row in summarize(measure([size], {size: n}, chosen)):
         print(
             f"{row['tool']:30s} median {row['wall_s']:6.2f} s  {row['mib_s']:5.0f} MiB/s  CPU {row['cpu_s']:5.2f} s  "
