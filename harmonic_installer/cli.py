@@ -170,7 +170,7 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
     import structlog
 
     from harmonic_installer import log as logsetup
-    from harmonic_installer import plan
+    from harmonic_installer import plan, preview
 
     log = structlog.get_logger()
     tail = logsetup.LogTail()
@@ -214,7 +214,7 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
                 signals.rebooting = False
                 _say_outcome(final)
             return final.exit_code
-        report = plan.preview(settings, deps)
+        report = preview.preview(settings, deps)
     except (InstallerError, Interrupted) as exc:
         log.error("run.failed", error=exc.message, details=exc.details, exit_code=int(exc.exit_code))
         _say(f"harmonic-install: {exc.message}")

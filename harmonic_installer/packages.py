@@ -73,6 +73,11 @@ def installed_version(runner: Runner, package: str) -> str | None:
     return version if status == "install ok installed" else None
 
 
+def install_command(debs: Sequence[Path | str]) -> list[str]:
+    """The one dpkg call that installs `debs` (also shown by the plan)."""
+    return ["dpkg", "--install", "--force-confdef", "--force-confold", *(str(d) for d in debs)]
+
+
 def install(
     runner: Runner,
     artifacts: Sequence[VerifiedArtifact],
@@ -90,7 +95,7 @@ def install(
         log.info("packages.already_installed", packages=[f"{d.package}={d.version}" for d in debs])
         return InstalledPackages(debs, skipped=True)
     child_env = {**env, "DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
-    argv = ["dpkg", "--install", "--force-confdef", "--force-confold", *(str(d.path) for d in debs)]
+    argv = install_command([d.path for d in debs])
     try:
         runner.run(argv, env=child_env, timeout=timeout, log_output=True)
     except CommandError as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import structlog
 
 from harmonic_installer.errors import CommandError, WriteError
+from harmonic_installer.report import RebootBy
 from harmonic_installer.runner import Runner
 
 log = structlog.get_logger()
@@ -24,11 +25,15 @@ class RebootOutcome:
     reason: str
 
 
-def who(*, enabled: bool, left_to: str | None) -> str:
+def who(*, enabled: bool, left_to: str | None) -> RebootBy:
     """Who reboots after a successful run: 'systemd' or 'cloud-init' (our caller), 'command' (we run
     reboot.command) or 'none'."""
+    if left_to == "systemd":
+        return "systemd"
+    if left_to == "cloud-init":
+        return "cloud-init"
     if left_to:
-        return left_to
+        raise ValueError(f"reboot.left_to must be systemd or cloud-init, not {left_to!r}")
     return "command" if enabled else "none"
 
 

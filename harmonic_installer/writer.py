@@ -53,6 +53,11 @@ def list_isos(runner: Runner, *, tool: str, env: Mapping[str, str]) -> str:
     return result.output
 
 
+def write_command(tool: str, disk: str, image: Path | str) -> list[str]:
+    """The vendor tool's write call (also shown by the plan); its confirmation prompt is answered 'y'."""
+    return [tool, "-D", disk, "from", str(image)]
+
+
 def write(
     runner: Runner,
     *,
@@ -89,7 +94,7 @@ def write(
     log.info("write.started", disk=disk.path, image=str(image.path), sha256=image.sha256, size=image.size)
     try:
         runner.run(
-            [tool, "-D", disk.path, "from", str(image.path)],
+            write_command(tool, disk.path, image.path),
             env=env,
             timeout=timeout,
             answer="y",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from harmonic_installer import config, firmware, plan
+from harmonic_installer import config, firmware, plan, preview
 from harmonic_installer.errors import ExitCode
 from harmonic_installer.state import RunLock
 from tests.support import gptimage
@@ -507,10 +507,25 @@ def test_second_run_while_locked_exits_7(site: Site, tmp_path: Path) -> None:
 def test_preview_changes_nothing(site: Site, tmp_path: Path) -> None:
     """Plan mode lists what -i would do with the resolved URLs and disk, running no command."""
     world = make_world()
-    report = plan.preview(make_settings(site, tmp_path), deps(world, tmp_path))
+    report = preview.preview(make_settings(site, tmp_path), deps(world, tmp_path))
     assert report.outcome == "planned"
     assert world.runner.calls == []
     text = " ".join(s.detail for s in report.steps)
     assert f"{site.url}/apollo/latest" in text
     assert "/dev/sda" in text
     assert not (tmp_path / "data").exists()
+
+
+def test_preview_shows_the_commands_the_run_runs(site: Site, tmp_path: Path) -> None:
+    """The plan's dpkg and vendor-tool lines are the argv an install then runs (flags included): no drift."""
+    settings = make_settings(site, tmp_path)
+    planned = {s.name: s.detail for s in preview.preview(settings, deps(make_world(), tmp_path)).steps}
+    world = make_world()
+    report = plan.run(settings, deps(world, tmp_path))
+    assert report.outcome == "installed"
+    dpkg = next(" ".join(c) for c in world.runner.calls if c[:2] == ("dpkg", "--install"))
+    write = next(" ".join(c) for c in world.runner.calls if c[0] == settings.ostree_tool and "-D" in c)
+    assert planned["packages"] == dpkg
+    iso = next(a for a in report.artifacts if a.label == "Apollo ISO")
+    assert planned["write"].startswith(write.replace(iso.path, f"{settings.iso_dir}/<iso>"))
+    assert "--force-confold" in planned["packages"]

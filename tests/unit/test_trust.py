@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harmonic_installer import config, plan
+from harmonic_installer import config, plan, preview
 from harmonic_installer.state import directory_problem
 from tests.unit.fakes import FakeDisks, FakeRunner
 
@@ -46,5 +46,5 @@ def test_settings_and_plan_redact_server_credentials() -> None:
     shown = " ".join(v for _, v, _ in config.effective(settings))
     assert "s3cret" not in shown
     assert "***@127.0.0.1:9" in shown
-    report = plan.preview(settings, plan.Deps(runner=FakeRunner(), disks=FakeDisks([]), environ={}))
+    report = preview.preview(settings, plan.Deps(runner=FakeRunner(), disks=FakeDisks([]), environ={}))
     assert "s3cret" not in str(report.to_dict())
