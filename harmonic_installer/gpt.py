@@ -1,6 +1,6 @@
 """A pure parser of a disk's partition table (GPT, else MBR): what the disk holds, without any vendor layout.
 
-No I/O here: disks.py reads the bytes from the device; firmware.py uses the result as the identity of what
+No I/O here: disks.py reads the bytes from the device; the firmware package uses the result as the identity of what
 is on the disk (an install record matches only while the table it recorded is still there).
 """
 
