@@ -199,8 +199,8 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
                 "install.started",
                 version=__version__,
                 python=platform.python_version(),
-                server=config.redact_url(settings.server_url),
-                proxy=settings.proxy_enabled,
+                server=config.redact_url(settings.server.url),
+                proxy=settings.mode.proxy,
             )
             report = _install(settings, deps, tail)
             _render(report, as_json=obj["json"])

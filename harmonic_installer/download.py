@@ -150,18 +150,18 @@ class DownloadPolicy:
     def from_settings(cls, settings: Settings) -> DownloadPolicy:
         """The policy described by the download.*, checksums.* and server.* settings."""
         return cls(
-            attempts=settings.download_attempts,
-            max_time_s=settings.download_max_time_s,
-            connect_timeout_s=settings.connect_timeout_s,
-            read_timeout_s=settings.read_timeout_s,
-            stall_min_rate=settings.stall_min_rate,
-            stall_window_s=settings.stall_window_s,
-            backoff_max_s=settings.backoff_max_s,
-            free_space_margin_bytes=settings.free_space_margin_mib * MiB,
-            allow_unverified=settings.allow_unverified,
-            keyring=settings.keyring,
-            ca_file=settings.ca_file,
-            sums_name=settings.sums_name,
+            attempts=settings.download.attempts,
+            max_time_s=settings.download.max_time_s,
+            connect_timeout_s=settings.download.connect_timeout_s,
+            read_timeout_s=settings.download.read_timeout_s,
+            stall_min_rate=settings.download.stall_min_rate,
+            stall_window_s=settings.download.stall_window_s,
+            backoff_max_s=settings.download.backoff_max_s,
+            free_space_margin_bytes=settings.download.free_space_margin_mib * MiB,
+            allow_unverified=settings.checksums.allow_unverified,
+            keyring=settings.checksums.keyring,
+            ca_file=settings.server.ca_file,
+            sums_name=settings.checksums.name,
         )
 
 

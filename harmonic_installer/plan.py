@@ -100,27 +100,28 @@ def describe_write(disk: str, tool: str) -> str:
 
 def artifact_specs(settings: Settings) -> tuple[list[ArtifactSpec], ArtifactSpec]:
     """The deb specs and the ISO spec for these settings."""
-    server = settings.server_url
-    pkg_dir = f"{server}/{settings.packages_path}"
+    server = settings.server.url
+    pkg_dir = f"{server}/{settings.packages.path}"
     debs = [
         ArtifactSpec(
             url=f"{pkg_dir}/{name}",
-            dest_dir=settings.working_dir,
+            dest_dir=settings.paths.working_dir,
             filename=name,
-            sums_url=f"{pkg_dir}/{settings.sums_name}",
+            sums_url=f"{pkg_dir}/{settings.checksums.name}",
             label=name,
         )
-        for name in settings.package_names
+        for name in settings.packages.names
     ]
-    iso_parent = posixpath.dirname(settings.iso_path)
-    sums_url = f"{server}/{iso_parent}/{settings.sums_name}" if iso_parent else f"{server}/{settings.sums_name}"
+    iso_parent = posixpath.dirname(settings.iso.path)
+    sums_name = settings.checksums.name
+    sums_url = f"{server}/{iso_parent}/{sums_name}" if iso_parent else f"{server}/{sums_name}"
     iso = ArtifactSpec(
-        url=f"{server}/{settings.iso_path}",
-        dest_dir=settings.iso_dir,
-        filename=settings.iso_filename,
-        sha256=settings.iso_sha256,
+        url=f"{server}/{settings.iso.path}",
+        dest_dir=settings.paths.iso_dir,
+        filename=settings.iso.filename,
+        sha256=settings.iso.sha256,
         sums_url=sums_url,
-        adopt_server_name=not settings.iso_path.endswith(".iso"),
+        adopt_server_name=not settings.iso.path.endswith(".iso"),
         label="Apollo ISO",
     )
     return debs, iso
@@ -148,7 +149,7 @@ def finish(settings: Settings, deps: Deps, report: InstallReport) -> InstallRepo
         return report
     earlier = tuple(s for s in report.steps if s.name != "reboot")
     try:
-        outcome = reboot.request(deps.runner, command=settings.reboot_command)
+        outcome = reboot.request(deps.runner, command=settings.reboot.command)
     except InstallerError as exc:
         log.error("install.failed", step="reboot", error=exc.message, exit_code=int(exc.exit_code))
         failed = StepOutcome("reboot", "failed", exc.message)
@@ -167,7 +168,7 @@ def finish(settings: Settings, deps: Deps, report: InstallReport) -> InstallRepo
 def _run(settings: Settings, deps: Deps, steps: StepRecorder) -> InstallReport:
     state = _Facts()
     try:
-        with RunLock(settings.state_dir):
+        with RunLock(settings.paths.state_dir):
             clear_reboot_wanted(deps.reboot_marker)
             done = _install(settings, deps, steps, state)
             who = _plan_reboot(settings, steps, done)
@@ -216,12 +217,12 @@ class _Done:
 def _plan_reboot(settings: Settings, steps: StepRecorder, done: _Done) -> RebootBy:
     """The reboot step's line in the report, and who reboots: 'command' (finish() runs it, last), 'systemd' or
     'cloud-init' (our caller, after we exit 0), or 'none'."""
-    who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
+    who = reboot.who(enabled=settings.reboot.enabled, left_to=settings.reboot.left_to)
     if not done.reboot_wanted:
         steps.skip("reboot", done.no_reboot_reason)
         return "none"
     if who == "command":
-        steps.add(StepOutcome("reboot", "pending", f"{' '.join(settings.reboot_command)} (last)"))
+        steps.add(StepOutcome("reboot", "pending", f"{' '.join(settings.reboot.command)} (last)"))
     else:
         steps.skip("reboot", reboot.DISABLED if who == "none" else reboot.left_to(who))
     return who
@@ -240,14 +241,14 @@ class _Facts:
 
 
 def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts) -> _Done:
-    journal = Journal.load(settings.state_dir)
+    journal = Journal.load(settings.paths.state_dir)
 
     with steps.step("preflight", DESCRIPTIONS["preflight"]) as detail:
         pre = preflight.check(settings, deps.disks, geteuid=deps.geteuid)
         state.disk = pre.disk.path
         detail.say(f"disk {pre.disk.describe()} (by {pre.selected_by})")
 
-    efivars = firmware.Efivars(settings.efivars_dir)
+    efivars = firmware.Efivars(settings.firmware.efivars_dir)
     found, table = _look_for_record(settings, deps, steps, efivars, pre.disk)
     if found.record is not None:
         state.release = found.record.release
@@ -257,9 +258,9 @@ def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts)
 
     with steps.step("proxy", DESCRIPTIONS["proxy"]) as detail:
         proxy_config = proxy.resolve(settings)
-        route = proxy_config.proxy_for(settings.server_url)
+        route = proxy_config.proxy_for(settings.server.url)
         detail.say(
-            f"proxy {proxy_config.describe()}; {redact_url(settings.server_url)} "
+            f"proxy {proxy_config.describe()}; {redact_url(settings.server.url)} "
             + (f"via {redact_url(route)}" if route else "direct")
         )
         child_env = proxy_config.child_env(deps.environ)
@@ -282,7 +283,7 @@ def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts)
             iso = downloader.fetch(dataclasses.replace(iso_spec, size_check=fits))
         for spec, art in [*zip(deb_specs, debs, strict=True), (iso_spec, iso)]:
             state.artifacts.append(_artifact_report(spec, art))
-        release = iso.release or settings.iso_release
+        release = iso.release or settings.iso.release
         state.release = release
         preflight.check_image_fits(pre.disk, iso.size)
         reused = sum(a.reused for a in [*debs, iso])
@@ -293,7 +294,7 @@ def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts)
         journal.record("download", {"iso": str(iso.path), "iso_sha256": iso.sha256, "release": release})
 
     with steps.step("packages", DESCRIPTIONS["packages"]) as detail:
-        installed = packages.install(deps.runner, debs, env=child_env, timeout=settings.dpkg_timeout_s)
+        installed = packages.install(deps.runner, debs, env=child_env, timeout=settings.packages.timeout_s)
         versions = ", ".join(f"{d.package} {d.version}" for d in installed.packages)
         if installed.skipped:
             detail.skip(f"already installed: {versions}")
@@ -301,7 +302,7 @@ def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts)
             detail.say(f"installed: {versions}")
         journal.record("packages", {"packages": [f"{d.package}={d.version}" for d in installed.packages]})
 
-    with steps.step("write", describe_write(pre.disk.path, settings.ostree_tool)) as detail:
+    with steps.step("write", describe_write(pre.disk.path, settings.write.tool)) as detail:
         done = journal.get("write")
         if done and done.get("disk") == pre.disk.path and done.get("iso_sha256") == iso.sha256:
             detail.skip(f"{pre.disk.path} already holds {iso.path.name} (written earlier in this boot)")
@@ -309,13 +310,13 @@ def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts)
             journal.forget("write")
             result = writer.write(
                 deps.runner,
-                tool=settings.ostree_tool,
+                tool=settings.write.tool,
                 disk=pre.disk,
                 image=iso,
-                iso_dir=settings.iso_dir,
+                iso_dir=settings.paths.iso_dir,
                 env=child_env,
-                timeout=settings.write_timeout_s,
-                wipe_on_failure=settings.wipe_on_failure,
+                timeout=settings.write.timeout_s,
+                wipe_on_failure=settings.write.wipe_on_failure,
                 recheck_disk=lambda: preflight.recheck_disk(settings, deps.disks, pre.disk, iso.size),
             )
             journal.record("write", {"disk": result.disk, "iso_sha256": result.image_sha256})
@@ -331,7 +332,7 @@ def _look_for_record(
     """The `record` step: does the disk hold this host's install already (per the record in NVRAM)?"""
     with steps.step("record", DESCRIPTIONS["record"]) as detail:
         table = deps.disks.partition_table(disk.path)
-        found = firmware.installed(efivars, disk, table, reimage=settings.reimage)
+        found = firmware.installed(efivars, disk, table, reimage=settings.install.reimage)
         detail.say(found.summary)
         if found.warning:
             steps.warn(found.warning)
@@ -368,7 +369,7 @@ def _remember_and_boot(
         detail.say(warning or f"remembered {record.describe()}")
         if warning:
             steps.warn(warning)
-        if not settings.boot_disk:
+        if not settings.firmware.boot_disk:
             detail.say("BootNext not set (firmware.boot_disk=false): the firmware order decides the next boot")
             return
         booted = firmware.boot_next_to_disk(deps.runner, efivars, disk.path, table, env=env)
@@ -390,7 +391,7 @@ def _boot_installed(
     """The disk already holds this host's install: skip the install steps and point the next boot at the disk."""
     for name in INSTALL_STEPS:
         steps.skip(name, "already installed")
-    if not settings.boot_disk:
+    if not settings.firmware.boot_disk:
         steps.skip("firmware", "BootNext not set (firmware.boot_disk=false)")
         note = f"already installed: {record.describe()}; not booting the disk (firmware.boot_disk=false)"
         return _Done(
@@ -417,8 +418,8 @@ def _newer_release(settings: Settings, deps: Deps, record: firmware.InstallRecor
         DownloadPolicy.from_settings(settings),
         attempts=1,
         max_time_s=10.0,
-        connect_timeout_s=min(settings.connect_timeout_s, 3.0),
-        read_timeout_s=min(settings.read_timeout_s, 5.0),
+        connect_timeout_s=min(settings.download.connect_timeout_s, 3.0),
+        read_timeout_s=min(settings.download.read_timeout_s, 5.0),
     )
     try:
         with Downloader(
@@ -434,7 +435,7 @@ def _newer_release(settings: Settings, deps: Deps, record: firmware.InstallRecor
     except Exception as exc:  # best effort: a release check must never stop booting an installed disk
         log.info("release.check_failed", url=redact_url(iso_spec.url), error=str(exc) or type(exc).__name__)
         return []
-    offered = settings.iso_sha256 or digest
+    offered = settings.iso.sha256 or digest
     if offered is None or offered == record.iso_sha256:
         log.info("release.current", installed=record.release, url=redact_url(iso_spec.url))
         return []

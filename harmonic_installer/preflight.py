@@ -50,14 +50,15 @@ def check(
     if geteuid() != 0:
         raise PreflightError("harmonic-install must run as root (it installs packages and writes a disk)")
     disk, selected_by = select_disk(settings, probe)
-    check_disk(disk, allow_removable=settings.allow_removable)
+    check_disk(disk, allow_removable=settings.disk.allow_removable)
     tools = []
     for tool in REQUIRED_TOOLS:
         found = which(tool)
         if found is None:
             raise PreflightError(f"required tool {tool} is not installed (PATH={os.environ.get('PATH', '')})")
         tools.append(found)
-    for key, directory in (("paths.working_dir", settings.working_dir), ("paths.iso_dir", settings.iso_dir)):
+    paths = settings.paths
+    for key, directory in (("paths.working_dir", paths.working_dir), ("paths.iso_dir", paths.iso_dir)):
         if directory.exists() and not directory.is_dir():
             raise PreflightError(f"{directory} exists but is not a directory")
         problem = directory_problem(directory)
@@ -74,21 +75,21 @@ def check(
 
 def select_disk(settings: Settings, probe: DiskProbe) -> tuple[DiskInfo, str]:
     """The target disk: by hints when any is set, else by path (a node or a /dev/disk/by-* link)."""
-    hints = settings.disk_hints
+    hints = settings.disk.hints
     explicit_path = settings.sources.get("disk.device", "default") != "default"
     if hints:
         candidates = [d for d in probe.disks() if _matches(d, hints)]
         wanted = ", ".join(f"{k}={v}" for k, v in hints.items())
-        if explicit_path and settings.disk_device:
-            candidates = [d for d in candidates if _same_device(d, settings.disk_device)]
-            wanted += f", device={settings.disk_device}"
+        if explicit_path and settings.disk.device:
+            candidates = [d for d in candidates if _same_device(d, settings.disk.device)]
+            wanted += f", device={settings.disk.device}"
         if len(candidates) != 1:
             listing = "; ".join(d.describe() for d in probe.disks()) or "none"
             what = "no disk matches" if not candidates else f"{len(candidates)} disks match"
             raise PreflightError(f"{what} the disk hints ({wanted}); disks on this host: {listing}")
         return candidates[0], f"hints {wanted}"
 
-    path = settings.disk_device
+    path = settings.disk.device
     if path is None:
         raise PreflightError("no target disk configured (disk.device or disk hints)")
     real = os.path.realpath(path)
@@ -118,15 +119,15 @@ class TimeBudget:
 def time_budget(settings: Settings) -> TimeBudget:
     """The worst case these settings allow: every fetch using its whole download budget, dpkg and the write their
     whole timeouts. Fetches: each deb, the ISO, each distinct SHA256SUMS (and its .gpg with a keyring)."""
-    sums_dirs = {settings.packages_path.strip("/"), os.path.dirname(settings.iso_path.strip("/"))}
-    fetches = len(settings.package_names) + 1 + len(sums_dirs) * (2 if settings.keyring else 1)
-    queries = 3 * len(settings.package_names)  # dpkg-deb --field, then dpkg-query before and after dpkg
+    sums_dirs = {settings.packages.path.strip("/"), os.path.dirname(settings.iso.path.strip("/"))}
+    fetches = len(settings.packages.names) + 1 + len(sums_dirs) * (2 if settings.checksums.keyring else 1)
+    queries = 3 * len(settings.packages.names)  # dpkg-deb --field, then dpkg-query before and after dpkg
     parts = (
-        (f"{fetches} downloads x download.max_time_s {settings.download_max_time_s:g} s =",
-         fetches * settings.download_max_time_s),
-        ("packages.timeout_s", settings.dpkg_timeout_s),
+        (f"{fetches} downloads x download.max_time_s {settings.download.max_time_s:g} s =",
+         fetches * settings.download.max_time_s),
+        ("packages.timeout_s", settings.packages.timeout_s),
         (f"{queries} dpkg queries x {QUERY_TIMEOUT_S:g} s =", queries * QUERY_TIMEOUT_S),
-        ("write.timeout_s", settings.write_timeout_s),
+        ("write.timeout_s", settings.write.timeout_s),
         ("other work", OTHER_WORK_S),
     )  # fmt: skip
     return TimeBudget(sum(seconds for _, seconds in parts), parts)
@@ -138,7 +139,7 @@ def check_time_budget(settings: Settings) -> None:
     Raises:
         ConfigError: the budgets add up to more than the limit (exit 2, nothing done).
     """
-    limit = settings.run_time_limit_s
+    limit = settings.run.time_limit_s
     if not limit:
         return
     budget = time_budget(settings)
@@ -207,7 +208,7 @@ def recheck_disk(settings: Settings, probe: DiskProbe, before: DiskInfo, image_s
             f"now {disk.describe()}); nothing written"
         )
     try:
-        check_disk(disk, allow_removable=settings.allow_removable)
+        check_disk(disk, allow_removable=settings.disk.allow_removable)
         check_image_fits(disk, image_size)
     except PreflightError as exc:
         raise PreflightError(f"right before the write: {exc.message}; nothing written") from None

@@ -19,29 +19,30 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
     deb_specs, iso_spec = artifact_specs(settings)
     try:
         disk, how = preflight.select_disk(settings, deps.disks)
-        preflight.check_disk(disk, allow_removable=settings.allow_removable)
+        preflight.check_disk(disk, allow_removable=settings.disk.allow_removable)
         disk_text = f"{disk.describe()} (by {how})"
         disk_path: str | None = disk.path
     except NotATargetHost:
-        disk_text = f"{settings.disk_device} is not present: this host would not be installed (exit 0)"
+        disk_text = f"{settings.disk.device} is not present: this host would not be installed (exit 0)"
         disk_path = None
     except InstallerError as exc:
         disk_text = f"not usable: {exc}"
         disk_path = None
-    efivars = firmware.Efivars(settings.efivars_dir)
+    efivars = firmware.Efivars(settings.firmware.efivars_dir)
     found = None
     record_text = "no disk: nothing to look for"
     if disk_path is not None and deps.geteuid() != 0:
         record_text = "not checked: reading the disk's partition table needs root"
     elif disk_path is not None:
-        found = firmware.installed(efivars, disk, deps.disks.partition_table(disk_path), reimage=settings.reimage)
+        table = deps.disks.partition_table(disk_path)
+        found = firmware.installed(efivars, disk, table, reimage=settings.install.reimage)
         record_text = found.summary
-    who = reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to)
-    reboot_text = {"command": " ".join(settings.reboot_command), "none": "no reboot (--no-reboot)"}.get(
+    who = reboot.who(enabled=settings.reboot.enabled, left_to=settings.reboot.left_to)
+    reboot_text = {"command": " ".join(settings.reboot.command), "none": "no reboot (--no-reboot)"}.get(
         who, reboot.left_to(who)
     )
     if found is not None and found.record is not None:
-        boots = settings.boot_disk
+        boots = settings.firmware.boot_disk
         note = f"already installed: {found.record.describe()}, " + (
             "would boot the disk" if boots else "would not boot the disk (firmware.boot_disk=false)"
         )
@@ -60,7 +61,7 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
         via = proxy_config.proxy_for(url)
         return f"{redact_url(url)} ({'via ' + redact_url(via) if via else 'direct'})"
 
-    checksum = f"pinned {settings.iso_sha256}" if settings.iso_sha256 else f"from {redact_url(iso_spec.sums_url or '')}"
+    checksum = f"pinned {settings.iso.sha256}" if settings.iso.sha256 else f"from {redact_url(iso_spec.sums_url or '')}"
     outcomes = [
         StepOutcome("preflight", "planned", f"target disk {disk_text}"),
         StepOutcome("record", "planned", record_text),
@@ -87,18 +88,18 @@ def preview(settings: Settings, deps: Deps) -> InstallReport:
             "planned",
             " ".join(
                 writer.write_command(
-                    settings.ostree_tool, disk_path or settings.disk_device or "<disk>", f"{iso_spec.dest_dir}/<iso>"
+                    settings.write.tool, disk_path or settings.disk.device or "<disk>", f"{iso_spec.dest_dir}/<iso>"
                 )
             )
             + " (its prompt answered y)"
-            + ("; wipe partition tables on failure" if settings.wipe_on_failure else ""),
+            + ("; wipe partition tables on failure" if settings.write.wipe_on_failure else ""),
         ),
         StepOutcome(
             "firmware",
             "planned",
             "remember the install in UEFI NVRAM"
-            + ("; BootNext to the disk's boot entry" if settings.boot_disk else "; BootNext not set"),
+            + ("; BootNext to the disk's boot entry" if settings.firmware.boot_disk else "; BootNext not set"),
         ),
         StepOutcome("reboot", "planned", reboot_text),
     ]
-    return InstallReport("planned", int(ExitCode.OK), tuple(outcomes), disk=disk_path, release=settings.iso_release)
+    return InstallReport("planned", int(ExitCode.OK), tuple(outcomes), disk=disk_path, release=settings.iso.release)

@@ -54,7 +54,7 @@ class ProxyConfig:
 
 def resolve(settings: Settings) -> ProxyConfig:
     """The proxy configuration for this run (-p enables it)."""
-    return ProxyConfig(enabled=settings.proxy_enabled, url=settings.proxy_url, no_proxy=settings.no_proxy)
+    return ProxyConfig(enabled=settings.mode.proxy, url=settings.proxy.url, no_proxy=settings.proxy.no_proxy)
 
 
 def bypasses(host: str, no_proxy: tuple[str, ...]) -> bool:

@@ -80,14 +80,14 @@ def resolve_target(
 
     Explicit `maas.*` settings win field by field over cloud-init's webhook reporter configuration.
     """
-    if settings.maas_enabled == "false":
+    if settings.maas.enabled == "false":
         return None
     explicit = {
-        "endpoint": settings.maas_endpoint,
-        "consumer_key": settings.maas_consumer_key,
-        "consumer_secret": settings.maas_consumer_secret,
-        "token_key": settings.maas_token_key,
-        "token_secret": settings.maas_token_secret,
+        "endpoint": settings.maas.endpoint,
+        "consumer_key": settings.maas.consumer_key,
+        "consumer_secret": settings.maas.consumer_secret,
+        "token_key": settings.maas.token_key,
+        "token_secret": settings.maas.token_secret,
     }
     complete = all(explicit[n] for n in ("endpoint", "consumer_key", "token_key", "token_secret"))
     found = None if complete else find()
@@ -105,7 +105,7 @@ def resolve_target(
         sources.append(f"cloud-init {found.source}")
     endpoint = merged["endpoint"]
     if not endpoint:
-        if settings.maas_enabled == "true":
+        if settings.maas.enabled == "true":
             log.warning("report.not_configured", reason="maas.enabled=true but no endpoint set or found in cloud-init")
         else:
             log.info("report.off", reason="no MAAS endpoint set or found in cloud-init's reporting config")
@@ -559,10 +559,10 @@ def start(settings: Settings, *, log_tail: Callable[[], str] | None = None) -> R
     )
     return Reporter(
         target,
-        timeout_s=settings.maas_timeout_s,
-        flush_timeout_s=settings.maas_flush_timeout_s,
-        progress_interval_s=settings.maas_progress_interval_s,
+        timeout_s=settings.maas.timeout_s,
+        flush_timeout_s=settings.maas.flush_timeout_s,
+        progress_interval_s=settings.maas.progress_interval_s,
         log_tail=log_tail,
-        ca_file=settings.ca_file,
+        ca_file=settings.server.ca_file,
         skew_file=SKEW_FILE,
     )

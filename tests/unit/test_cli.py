@@ -119,9 +119,9 @@ def test_combined_flags_and_json_install(site: Site, tmp_path: Path, capsys: pyt
         str(tmp_path / "state"),
     ]
     assert cli.main(args, deps_factory=factory) == 0
-    assert seen[0].proxy_enabled
-    assert seen[0].verbose
-    assert seen[0].install
+    assert seen[0].mode.proxy
+    assert seen[0].mode.verbose
+    assert seen[0].mode.install
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["outcome"] == "installed"

@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from harmonic_installer import config
+from harmonic_installer import config, config_values
 from harmonic_installer.errors import ConfigError, ExitCode
 
 
 def test_defaults_are_the_seed_values(fs: FakeFilesystem) -> None:
     """With no file, cmdline, env or flags, every value is the original script's."""
     s = config.load(environ={}, cmdline="")
-    assert s.server_url == "http://172.22.31.150:8080"
-    assert s.package_names == ("ostree-upgrade-bootstrap_2.0.41_all.deb", "ostree-upgrade_2.0.41_all.deb")
-    assert s.packages_path == "packages"
-    assert s.iso_path == "apollo/latest"
-    assert s.iso_release == "release-3.21.3.0-7+auto15"
-    assert s.iso_filename == "APOLLO_PLATFORM-release-3.21.3.0-7+auto15.iso"
-    assert s.working_dir == Path("/media/root-rw")
-    assert s.iso_dir == Path("/data")
-    assert s.disk_device == "/dev/sda"
-    assert s.proxy_url == "http://proxy4.spoc.charterlab.com:8080"
-    assert "172.22.0.0/16" in s.no_proxy
-    assert s.reboot_enabled is True
-    assert s.iso_sha256 is None
+    assert s.server.url == "http://172.22.31.150:8080"
+    assert s.packages.names == ("ostree-upgrade-bootstrap_2.0.41_all.deb", "ostree-upgrade_2.0.41_all.deb")
+    assert s.packages.path == "packages"
+    assert s.iso.path == "apollo/latest"
+    assert s.iso.release == "release-3.21.3.0-7+auto15"
+    assert s.iso.filename == "APOLLO_PLATFORM-release-3.21.3.0-7+auto15.iso"
+    assert s.paths.working_dir == Path("/media/root-rw")
+    assert s.paths.iso_dir == Path("/data")
+    assert s.disk.device == "/dev/sda"
+    assert s.proxy.url == "http://proxy4.spoc.charterlab.com:8080"
+    assert "172.22.0.0/16" in s.proxy.no_proxy
+    assert s.reboot.enabled is True
+    assert s.iso.sha256 is None
     assert set(s.sources.values()) == {"default"}
 
 
@@ -42,13 +44,13 @@ def test_precedence_file_cmdline_env_flag(fs: FakeFilesystem) -> None:
         cmdline="quiet harmonic.iso.release=r-cmdline harmonic.disk.device=/dev/sdd harmonic.server.url=http://127.0.0.2:2",
         flags={"disk.device": "/dev/sde", "iso.release": None},
     )
-    assert s.iso_dir == Path("/srv/iso")
+    assert s.paths.iso_dir == Path("/srv/iso")
     assert s.sources["paths.iso_dir"] == "file /etc/harmonic-installer/config.toml"
-    assert s.server_url == "http://127.0.0.2:2"
+    assert s.server.url == "http://127.0.0.2:2"
     assert s.sources["server.url"] == "kernel command line"
-    assert s.iso_release == "r-env"
+    assert s.iso.release == "r-env"
     assert s.sources["iso.release"] == "environment HARMONIC_ISO_RELEASE"
-    assert s.disk_device == "/dev/sde"
+    assert s.disk.device == "/dev/sde"
     assert s.sources["disk.device"] == "flag"
 
 
@@ -123,9 +125,9 @@ def test_lists_and_bools_parse_from_strings() -> None:
         environ={"HARMONIC_PROXY_NO_PROXY": "a.example, 10.0.0.0/8 ,[fd00::/8]", "HARMONIC_REBOOT_ENABLED": "no"},
         cmdline="harmonic.packages.names=a_1_all.deb,b_2_all.deb",
     )
-    assert s.no_proxy == ("a.example", "10.0.0.0/8", "[fd00::/8]")
-    assert s.reboot_enabled is False
-    assert s.package_names == ("a_1_all.deb", "b_2_all.deb")
+    assert s.proxy.no_proxy == ("a.example", "10.0.0.0/8", "[fd00::/8]")
+    assert s.reboot.enabled is False
+    assert s.packages.names == ("a_1_all.deb", "b_2_all.deb")
 
 
 def test_proxy_credentials_are_redacted_in_effective_settings() -> None:
@@ -146,25 +148,25 @@ def test_bad_proxy_url_error_does_not_leak_password() -> None:
 def test_disk_hints_collect_only_set_values() -> None:
     """disk_hints lists the hints that were given, and nothing else."""
     s = config.load(environ={"HARMONIC_DISK_SERIAL": "S123", "HARMONIC_DISK_MIN_SIZE_GIB": "100"}, cmdline="")
-    assert s.disk_hints == {"serial": "S123", "min_size_gib": 100}
+    assert s.disk.hints == {"serial": "S123", "min_size_gib": 100}
 
 
 def test_reimage_from_the_kernel_command_line_next_to_the_unit_marker() -> None:
     """`harmonic.install=1 harmonic.install.reimage=1` (a MAAS tag): the marker is ignored, reimage is set."""
     settings = config.load(environ={}, cmdline="quiet harmonic.install=1 harmonic.install.reimage=1")
-    assert settings.reimage is True
+    assert settings.install.reimage is True
     assert settings.sources["install.reimage"] == "kernel command line"
-    assert config.load(environ={"HARMONIC_INSTALL_REIMAGE": "1"}, cmdline="").reimage is True
-    assert config.load(environ={}, cmdline="harmonic.install=1").reimage is False
+    assert config.load(environ={"HARMONIC_INSTALL_REIMAGE": "1"}, cmdline="").install.reimage is True
+    assert config.load(environ={}, cmdline="harmonic.install=1").install.reimage is False
 
 
 def test_firmware_and_reboot_settings_defaults_and_validation() -> None:
     """boot_disk defaults on, efivars at /sys/firmware/efi/efivars; reboot.left_to takes systemd or cloud-init only."""
     settings = config.load(environ={}, cmdline="")
-    assert settings.boot_disk is True
-    assert str(settings.efivars_dir) == "/sys/firmware/efi/efivars"
-    assert settings.reboot_left_to is None
-    assert config.load(environ={"HARMONIC_REBOOT_LEFT_TO": "cloud-init"}, cmdline="").reboot_left_to == "cloud-init"
+    assert settings.firmware.boot_disk is True
+    assert str(settings.firmware.efivars_dir) == "/sys/firmware/efi/efivars"
+    assert settings.reboot.left_to is None
+    assert config.load(environ={"HARMONIC_REBOOT_LEFT_TO": "cloud-init"}, cmdline="").reboot.left_to == "cloud-init"
     with pytest.raises(ConfigError, match=r"reboot\.left_to"):
         config.load(environ={"HARMONIC_REBOOT_LEFT_TO": "init"}, cmdline="")
 
@@ -201,7 +203,7 @@ def test_over_long_release_is_refused_with_the_name_limit(fs: FakeFilesystem) ->
     """A release whose ISO file name would pass 255 bytes is a ConfigError naming iso.release and the limit."""
     with pytest.raises(ConfigError, match=r"iso\.release.*255"):
         config.load(environ={"HARMONIC_ISO_RELEASE": "r" * 250})
-    assert config.load(environ={"HARMONIC_ISO_RELEASE": "r" * 235}).iso_filename.__len__() == 255
+    assert config.load(environ={"HARMONIC_ISO_RELEASE": "r" * 235}).iso.filename.__len__() == 255
 
 
 def test_config_and_download_share_one_name_rule() -> None:
@@ -211,7 +213,7 @@ def test_config_and_download_share_one_name_rule() -> None:
 
     for name in ["a.deb", "a" * 255, "a" * 256, "../a.deb", "a\n", "a..b", "-a", "a b", "é.deb"]:
         try:
-            config._safe_name(name)
+            config_values.safe_name(name)
             accepted = True
         except ValueError:
             accepted = False
@@ -221,3 +223,31 @@ def test_config_and_download_share_one_name_rule() -> None:
         except ValueError:
             spec_ok = False
         assert accepted == spec_ok == names.is_plain_name(name), name
+
+
+def test_every_setting_is_declared_once_and_reaches_every_layer(tmp_path: Path) -> None:
+    """A section field is the whole declaration: its key, variable and kernel parameter all set it."""
+    keys = [k for k, _d, _h in config.describe_keys()]
+    assert keys == list(config._KEYS)
+    for section in dataclasses.fields(config.Settings):
+        if section.name in {"mode", "config_file", "sources"}:
+            continue
+        for item in dataclasses.fields(section.default_factory):  # type: ignore[arg-type]
+            assert f"{section.name}.{item.name}" in keys, item
+    for key in keys:
+        default = config.load(environ={}, cmdline="").value(key)
+        shown = next(d for k, d, _h in config.describe_keys() if k == key)
+        if not shown or key in config._SECRET_KEYS:
+            continue
+        via_env = config.load(environ={config.env_name(key): shown}, cmdline="")
+        # A kernel parameter holds no space: a command (reboot.command) is set by the file or environment there.
+        via_cmdline = via_env if " " in shown else config.load(environ={}, cmdline=f"harmonic.{key}={shown}")
+        section, name = key.split(".")
+        (tmp_path / "c.toml").write_text(f"[{section}]\n{name} = {json.dumps(shown)}\n")
+        via_file = config.load(environ={}, cmdline="", config_file=tmp_path / "c.toml")
+        on_cmdline = "environment" if " " in shown else "kernel"
+        layers = ((via_env, "environment"), (via_cmdline, on_cmdline), (via_file, "file"))
+        for loaded, source in layers:
+            assert loaded.value(key) == default, (key, source)
+            assert getattr(getattr(loaded, section), name) == default
+            assert loaded.sources[key].startswith(source), (key, loaded.sources[key])

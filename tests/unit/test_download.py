@@ -912,8 +912,8 @@ def test_policy_from_settings() -> None:
     settings = config.load(environ={"HARMONIC_DOWNLOAD_ATTEMPTS": "3"}, cmdline="")
     pol = DownloadPolicy.from_settings(settings)
     assert pol.attempts == 3
-    assert pol.free_space_margin_bytes == settings.free_space_margin_mib * 1024 * 1024
-    assert (pol.stall_min_rate, pol.sums_name, pol.keyring) == (settings.stall_min_rate, "SHA256SUMS", None)
+    assert pol.free_space_margin_bytes == settings.download.free_space_margin_mib * 1024 * 1024
+    assert (pol.stall_min_rate, pol.sums_name, pol.keyring) == (settings.download.stall_min_rate, "SHA256SUMS", None)
 
 
 def test_verified_artifact_cannot_be_made_outside_fetch() -> None:

@@ -34,7 +34,7 @@ def _fail_holding_secrets(settings: config.Settings) -> None:
     target = reporting.resolve_target(settings, find=lambda: None)
     assert target is not None
     headers = {"Authorization": reporting.oauth_header(target, timestamp=1, nonce="n")}
-    proxy = settings.proxy_url
+    proxy = settings.proxy.url
     raise RuntimeError(f"boom with {len(headers)} headers via a proxy of {len(proxy)} chars")
 
 

@@ -42,7 +42,7 @@ def test_install_with_seed_defaults_fails_fast_without_contact(tmp_path: Path) -
         "HARMONIC_DOWNLOAD_ATTEMPTS": "1",
     }
     settings = config.load(environ=environ, cmdline="", run=config.RunFlags(install=True, proxy=True))
-    assert settings.server_url == config.SEED_SERVER_URL
+    assert settings.server.url == config.SEED_SERVER_URL
     runner = FakeRunner()
     started = time.monotonic()
     try:

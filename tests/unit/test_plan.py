@@ -498,7 +498,7 @@ def test_second_run_while_locked_exits_7(site: Site, tmp_path: Path) -> None:
     """A run started while another holds the lock exits 7 and touches nothing."""
     settings = make_settings(site, tmp_path)
     world = make_world()
-    with RunLock(settings.state_dir):
+    with RunLock(settings.paths.state_dir):
         report = plan.run(settings, deps(world, tmp_path))
     assert report.exit_code == ExitCode.LOCKED
     assert world.runner.calls == []
@@ -524,8 +524,8 @@ def test_preview_shows_the_commands_the_run_runs(site: Site, tmp_path: Path) -> 
     report = plan.run(settings, deps(world, tmp_path))
     assert report.outcome == "installed"
     dpkg = next(" ".join(c) for c in world.runner.calls if c[:2] == ("dpkg", "--install"))
-    write = next(" ".join(c) for c in world.runner.calls if c[0] == settings.ostree_tool and "-D" in c)
+    write = next(" ".join(c) for c in world.runner.calls if c[0] == settings.write.tool and "-D" in c)
     assert planned["packages"] == dpkg
     iso = next(a for a in report.artifacts if a.label == "Apollo ISO")
-    assert planned["write"].startswith(write.replace(iso.path, f"{settings.iso_dir}/<iso>"))
+    assert planned["write"].startswith(write.replace(iso.path, f"{settings.paths.iso_dir}/<iso>"))
     assert "--force-confold" in planned["packages"]

@@ -125,7 +125,7 @@ def test_unit_reboots_only_through_systemd_on_success() -> None:
     argv = unit["Service"]["ExecStart"].split()
     assert "--reboot-left-to=systemd" in argv
     settings = config.load(flags={"reboot.left_to": "systemd"}, environ={}, cmdline="")
-    assert reboot.who(enabled=settings.reboot_enabled, left_to=settings.reboot_left_to) == "systemd"
+    assert reboot.who(enabled=settings.reboot.enabled, left_to=settings.reboot.left_to) == "systemd"
 
 
 def test_unit_reboots_only_after_a_run_that_wants_it() -> None:
@@ -137,7 +137,7 @@ def test_unit_reboots_only_after_a_run_that_wants_it() -> None:
 def test_reboot_marker_does_not_follow_the_state_dir() -> None:
     """Moving paths.state_dir does not move the marker the unit tests (one source of truth for the path)."""
     settings = config.load(environ={"HARMONIC_PATHS_STATE_DIR": "/var/tmp/elsewhere"}, cmdline="")
-    assert not str(state.REBOOT_MARKER).startswith(str(settings.state_dir))
+    assert not str(state.REBOOT_MARKER).startswith(str(settings.paths.state_dir))
     assert plan.Deps.__dataclass_fields__["reboot_marker"].default == state.REBOOT_MARKER
 
 
@@ -194,7 +194,7 @@ def test_unit_tells_the_program_its_own_time_limit() -> None:
     timeout, told = _unit_limit()
     assert timeout == told
     settings = config.load(environ={"HARMONIC_RUN_TIME_LIMIT_S": str(told)}, cmdline="")
-    assert settings.run_time_limit_s == timeout
+    assert settings.run.time_limit_s == timeout
 
 
 def test_unit_time_limit_holds_the_worst_case_of_the_default_settings() -> None:
