@@ -26,19 +26,20 @@ from typing import Any
 
 import structlog
 
-from harmonic_installer import firmware, packages, preflight, proxy, reboot, writer
+from harmonic_installer import firmware, packages, plan_firmware, preflight, proxy, reboot, writer
 from harmonic_installer.config import Settings, redact_url
-from harmonic_installer.disks import DiskInfo, DiskProbe
+from harmonic_installer.disks import DiskProbe
 from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
 from harmonic_installer.errors import ExitCode, InstallerError, Interrupted, NotATargetHost
-from harmonic_installer.gpt import PartitionTable
+from harmonic_installer.plan_firmware import Done
 from harmonic_installer.report import (
+    DESCRIPTIONS,
+    INSTALL_STEPS,
     STEPS,
     ArtifactReport,
     InstallReport,
     Outcome,
     RebootBy,
-    StepName,
     StepObserver,
     StepOutcome,
     StepRecorder,
@@ -62,20 +63,6 @@ __all__ = [  # the report types live in report.py; a run returns them, so they a
 ]
 
 log = structlog.get_logger()
-
-INSTALL_STEPS: tuple[StepName, ...] = ("proxy", "download", "packages", "write")  # skipped when installed
-
-# What each step does, as the log, MAAS and the plan (preview.py) show it.
-DESCRIPTIONS: dict[StepName, str] = {
-    "preflight": "check root, the target disk and the tools",
-    "record": "look for this host's install record in UEFI NVRAM",
-    "proxy": "decide proxy use per server",
-    "download": "fetch and verify the vendor packages and the Apollo ISO",
-    "packages": "install the vendor packages with dpkg",
-    "write": "write the ISO to {disk} with {tool}",
-    "firmware": "remember the install in UEFI NVRAM and boot the disk next",
-    "reboot": "reboot into the disk",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,17 +191,7 @@ def _run(settings: Settings, deps: Deps, steps: StepRecorder) -> InstallReport:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Done:
-    """How _install ended (when it did not raise)."""
-
-    outcome: Outcome  # installed | already-installed
-    note: str | None = None
-    reboot_wanted: bool = True  # False when a reboot would only network-boot this installer again
-    no_reboot_reason: str = ""
-
-
-def _plan_reboot(settings: Settings, steps: StepRecorder, done: _Done) -> RebootBy:
+def _plan_reboot(settings: Settings, steps: StepRecorder, done: Done) -> RebootBy:
     """The reboot step's line in the report, and who reboots: 'command' (finish() runs it, last), 'systemd' or
     'cloud-init' (our caller, after we exit 0), or 'none'."""
     who = reboot.who(enabled=settings.reboot.enabled, left_to=settings.reboot.left_to)
@@ -240,7 +217,7 @@ class _Facts:
         return {"disk": self.disk, "release": self.release, "artifacts": tuple(self.artifacts)}
 
 
-def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts) -> _Done:
+def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts) -> Done:
     journal = Journal.load(settings.paths.state_dir)
 
     with steps.step("preflight", DESCRIPTIONS["preflight"]) as detail:
@@ -249,10 +226,11 @@ def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts)
         detail.say(f"disk {pre.disk.describe()} (by {pre.selected_by})")
 
     efivars = firmware.Efivars(settings.firmware.efivars_dir)
-    found, table = _look_for_record(settings, deps, steps, efivars, pre.disk)
+    newer = functools.partial(_newer_release, settings, deps)
+    found, table = plan_firmware.look_for_record(settings, deps, steps, efivars, pre.disk, newer_release=newer)
     if found.record is not None:
         state.release = found.record.release
-        return _boot_installed(
+        return plan_firmware.boot_installed(
             settings, deps, steps, efivars=efivars, disk=pre.disk.path, table=table, record=found.record
         )
 
@@ -322,93 +300,10 @@ def _install(settings: Settings, deps: Deps, steps: StepRecorder, state: _Facts)
             journal.record("write", {"disk": result.disk, "iso_sha256": result.image_sha256})
             detail.say(f"wrote {iso.path.name} ({iso.size:,} bytes) to {result.disk} in {result.duration_s:.1f} s")
 
-    _remember_and_boot(settings, deps, steps, efivars=efivars, disk=pre.disk, iso=iso, release=release, env=child_env)
-    return _Done("installed")
-
-
-def _look_for_record(
-    settings: Settings, deps: Deps, steps: StepRecorder, efivars: firmware.Efivars, disk: DiskInfo
-) -> tuple[firmware.Finding, PartitionTable | None]:
-    """The `record` step: does the disk hold this host's install already (per the record in NVRAM)?"""
-    with steps.step("record", DESCRIPTIONS["record"]) as detail:
-        table = deps.disks.partition_table(disk.path)
-        found = firmware.installed(efivars, disk, table, reimage=settings.install.reimage)
-        detail.say(found.summary)
-        if found.warning:
-            steps.warn(found.warning)
-        if found.record is not None:
-            for line in _newer_release(settings, deps, found.record):
-                detail.say(line)
-    return found, table
-
-
-def _remember_and_boot(
-    settings: Settings,
-    deps: Deps,
-    steps: StepRecorder,
-    *,
-    efivars: firmware.Efivars,
-    disk: DiskInfo,
-    iso: VerifiedArtifact,
-    release: str,
-    env: Mapping[str, str],
-) -> None:
-    """After the write: keep the install record in NVRAM and point BootNext at the disk (never fails the run)."""
-    with steps.step("firmware", DESCRIPTIONS["firmware"]) as detail:
-        why_not = efivars.unavailable()
-        if why_not is not None:
-            detail.say(f"nothing remembered, BootNext not set: {why_not}")
-            return
-        table = deps.disks.partition_table(disk.path)
-        warning: str | None = None
-        if table is None:
-            warning = f"{disk.path} shows no partition table after the write: a later network boot will re-image it"
-        else:
-            record = firmware.InstallRecord.of(release=release, iso_sha256=iso.sha256, disk=disk, table=table)
-            warning = firmware.remember(efivars, record)
-        detail.say(warning or f"remembered {record.describe()}")
-        if warning:
-            steps.warn(warning)
-        if not settings.firmware.boot_disk:
-            detail.say("BootNext not set (firmware.boot_disk=false): the firmware order decides the next boot")
-            return
-        booted = firmware.boot_next_to_disk(deps.runner, efivars, disk.path, table, env=env)
-        detail.say(booted.summary)
-        if booted.warning:
-            steps.warn(booted.warning)
-
-
-def _boot_installed(
-    settings: Settings,
-    deps: Deps,
-    steps: StepRecorder,
-    *,
-    efivars: firmware.Efivars,
-    disk: str,
-    table: PartitionTable | None,
-    record: firmware.InstallRecord,
-) -> _Done:
-    """The disk already holds this host's install: skip the install steps and point the next boot at the disk."""
-    for name in INSTALL_STEPS:
-        steps.skip(name, "already installed")
-    if not settings.firmware.boot_disk:
-        steps.skip("firmware", "BootNext not set (firmware.boot_disk=false)")
-        note = f"already installed: {record.describe()}; not booting the disk (firmware.boot_disk=false)"
-        return _Done(
-            "already-installed", note, False, "not rebooting: a reboot would network-boot this installer again"
-        )
-    # The description travels in a MAAS `start` event, which MAAS keeps (a successful finish it drops).
-    with steps.step("firmware", f"already installed: {record.describe()}; boot the disk next (BootNext)") as detail:
-        booted = firmware.boot_next_to_disk(deps.runner, efivars, disk, table, env=None)
-        detail.say(booted.summary)
-        if booted.entry is None:
-            steps.warn(f"{booted.warning}; staying up: a reboot would network-boot this installer again")
-    if booted.entry is None:
-        note = f"already installed: {record.describe()}; BootNext could not be set, staying up ({booted.summary})"
-        return _Done(
-            "already-installed", note, False, "not rebooting: BootNext is not set, the network would boot first"
-        )
-    return _Done("already-installed", f"already installed: {record.describe()}; booting the disk")
+    plan_firmware.remember_and_boot(
+        settings, deps, steps, efivars=efivars, disk=pre.disk, iso=iso, release=release, env=child_env
+    )
+    return Done("installed")
 
 
 def _newer_release(settings: Settings, deps: Deps, record: firmware.InstallRecord) -> list[str]:

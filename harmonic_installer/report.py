@@ -19,6 +19,19 @@ log = structlog.get_logger()
 
 StepName = Literal["preflight", "record", "proxy", "download", "packages", "write", "firmware", "reboot"]
 STEPS: tuple[StepName, ...] = ("preflight", "record", "proxy", "download", "packages", "write", "firmware", "reboot")
+INSTALL_STEPS: tuple[StepName, ...] = ("proxy", "download", "packages", "write")  # skipped when installed
+
+# What each step does, as the log, MAAS and the plan (preview.py) show it.
+DESCRIPTIONS: dict[StepName, str] = {
+    "preflight": "check root, the target disk and the tools",
+    "record": "look for this host's install record in UEFI NVRAM",
+    "proxy": "decide proxy use per server",
+    "download": "fetch and verify the vendor packages and the Apollo ISO",
+    "packages": "install the vendor packages with dpkg",
+    "write": "write the ISO to {disk} with {tool}",
+    "firmware": "remember the install in UEFI NVRAM and boot the disk next",
+    "reboot": "reboot into the disk",
+}
 StepStatus = Literal["ok", "skipped", "failed", "not run", "planned", "pending"]
 Finished = Literal["ok", "skipped", "failed"]  # what the observer hears when a step ends
 Outcome = Literal["installed", "already-installed", "planned", "not-a-target", "failed", "interrupted"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harmonic_installer import plan, reporting
+from harmonic_installer import plan, plan_firmware, reporting
 from harmonic_installer.fleet.client import ApiKey, MaasClient
 from harmonic_installer.fleet.errors import FleetError, FleetExit
 from harmonic_installer.fleet.events import Event, classify
@@ -313,5 +313,5 @@ def test_an_already_installed_boot_reads_as_installed() -> None:
     signal = classify(event)
     assert signal is not None
     assert (signal.kind, signal.release, signal.disk) == ("installed", "release-3.21.3.0-7+auto15", "/dev/sda")
-    plan_source = (Path(plan.__file__)).read_text()
+    plan_source = (Path(plan_firmware.__file__)).read_text()  # the firmware step of an installed disk
     assert 'f"already installed: {record.describe()}; boot the disk next (BootNext)"' in plan_source
