@@ -101,6 +101,29 @@ def _loop(poller: Poller, tracker: Tracker, display: Display, options: Options, 
     return tick
 
 
+def _canary_first(machines: list[Machine], canary: str | None) -> list[Machine]:
+    """The chosen machines, the canary (if any) first; a canary not among them is a usage error."""
+    if canary is None:
+        return machines
+    first = [m for m in machines if canary in (m.system_id, m.hostname, m.fqdn)]
+    if not first:
+        raise FleetError(f"--canary {canary!r} is not among the chosen machines", FleetExit.USAGE)
+    return [first[0], *(m for m in machines if m is not first[0])]
+
+
+def _refuse_problems(
+    client: MaasClient, machines: list[Machine], spec: deploying.DeploySpec, user: str
+) -> dict[str, str] | None:
+    """Every machine checked before any is deployed; returns the kernel options per machine (for --image)."""
+    problems = deploying.validate(client, machines, spec, user)
+    options_by_machine = deploying.kernel_options(client, machines) if spec.image else None
+    if options_by_machine is not None and spec.user_data is None:
+        problems += deploying.image_problems(machines, options_by_machine)
+    if problems:
+        raise FleetError("\n".join([*problems, "nothing deployed"]), FleetExit.REFUSED)
+    return options_by_machine
+
+
 def run_deploy(
     connection: Connection,
     options: Options,
@@ -115,18 +138,10 @@ def run_deploy(
     """Validate every machine, then deploy (canary first); returns the exit code."""
     env = env or Env()
     client, user = _client(connection, env)
-    machines = select(client, options.machines, tags=options.tags, pool=options.pool, zone=options.zone)
-    if canary is not None:
-        first = [m for m in machines if canary in (m.system_id, m.hostname, m.fqdn)]
-        if not first:
-            raise FleetError(f"--canary {canary!r} is not among the chosen machines", FleetExit.USAGE)
-        machines = [first[0], *(m for m in machines if m is not first[0])]
-    problems = deploying.validate(client, machines, spec, user)
-    options_by_machine = deploying.kernel_options(client, machines) if spec.image else None
-    if options_by_machine is not None and spec.user_data is None:
-        problems += deploying.image_problems(machines, options_by_machine)
-    if problems:
-        raise FleetError("\n".join([*problems, "nothing deployed"]), FleetExit.REFUSED)
+    machines = _canary_first(
+        select(client, options.machines, tags=options.tags, pool=options.pool, zone=options.zone), canary
+    )
+    options_by_machine = _refuse_problems(client, machines, spec, user)
     if dry_run:
         for line in deploying.plan_lines(machines, spec, batch=batch, options=options_by_machine):
             env.out.write(line + "\n")

@@ -137,6 +137,10 @@ class Tracker:
             elif event.failure:
                 state.maas_error = f"{event.type}: {event.description}".rstrip(": ")
             return
+        self._ours(state, signal, event)
+
+    def _ours(self, state: MachineState, signal: Signal, event: Event) -> None:
+        """One of the installer's own events (started, a step, progress, installed, failed)."""
         if signal.kind == "started":
             state.outcome, state.step, state.percent, state.cause = "installing", "starting", None, ""
             state.finished = None
