@@ -14,7 +14,7 @@ from harmonic_installer.config import Settings
 from harmonic_installer.disks import DiskInfo, DiskProbe
 from harmonic_installer.errors import ConfigError, NotATargetHost, PreflightError
 from harmonic_installer.packages import QUERY_TIMEOUT_S
-from harmonic_installer.state import directory_problem
+from harmonic_installer.trust import directory_problem
 
 log = structlog.get_logger()
 

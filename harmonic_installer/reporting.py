@@ -42,7 +42,7 @@ import structlog
 
 from harmonic_installer import __version__, cloudinit_cfg, tls
 from harmonic_installer.config import Settings, redact_url
-from harmonic_installer.plan import InstallReport
+from harmonic_installer.report import InstallReport
 
 log = structlog.get_logger()
 
