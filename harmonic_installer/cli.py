@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from harmonic_installer import __version__, config, maas
+from harmonic_installer import __version__, config, maas, userdata
 from harmonic_installer.errors import ConfigError, ExitCode, InstallerError, Interrupted
 
 EXIT_CODES_HELP = """Exit codes: 0 success, plan shown, or not a target host (the configured disk does not exist);
@@ -320,7 +320,7 @@ def settings_command(ctx: typer.Context) -> None:
         typer.echo(f"{key:<{width}}  {value}    [{source}]")
 
 
-# Operator commands (run on a workstation or the MAAS server, never on the target): maas.py renders, we print.
+# Operator commands (run on a workstation or the MAAS server, never on the target): maas.py, userdata.py render.
 
 
 def _operator(render: Callable[[], list[str] | str]) -> None:
@@ -402,7 +402,7 @@ def user_data_command(
         args = ["-p"] if proxy else []
         args += [f"--disk={disk}"] if disk else []
         args += [f"--iso-sha256={iso_sha256}"] if iso_sha256 else []
-        spec = maas.UserDataSpec(
+        spec = userdata.UserDataSpec(
             server_url=url,
             pyz_sha256=maas.sha256_file(pyz) if pyz is not None else str(pyz_sha256),
             pyz_url=pyz_url,
@@ -410,7 +410,7 @@ def user_data_command(
             ssh_keys=tuple(keys),
             root_password_hash=insecure_root_password_hash,
         )
-        return maas.render_user_data(spec)
+        return userdata.render_user_data(spec)
 
     _operator(render)
 
