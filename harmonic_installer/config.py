@@ -408,9 +408,6 @@ def credentials_in_flags(settings: Settings) -> list[str]:
     return found
 
 
-KEYS: tuple[str, ...] = tuple(_KEYS)
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a run needs, validated. Build it with `load()`."""

@@ -6,7 +6,6 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
@@ -260,12 +259,3 @@ def _norm_wwn(value: str) -> str:
 
 def _same_device(disk: DiskInfo, path: str) -> bool:
     return os.path.realpath(path) == os.path.realpath(disk.path) or path in disk.links
-
-
-def describe_path(path: Path) -> str:
-    """A directory with its free space, for the plan output."""
-    try:
-        free = shutil.disk_usage(path).free
-        return f"{path} ({free / 2**30:.1f} GiB free)"
-    except OSError:
-        return f"{path} (will be created)"
