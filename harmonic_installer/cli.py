@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -80,7 +80,7 @@ def main_command(
     install: bool = typer.Option(False, "-i", "--install", help="Download, verify, install and write the disk."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With -i: print the plan and change nothing."),
     no_reboot: bool = typer.Option(False, "--no-reboot", help="Do not reboot after a successful install."),
-    reboot_left_to: Optional[str] = typer.Option(  # noqa: UP045
+    reboot_left_to: str | None = typer.Option(
         None,
         "--reboot-left-to",
         metavar="systemd|cloud-init",
@@ -90,36 +90,34 @@ def main_command(
         False, "--reimage", help="Image the disk even if NVRAM records it is installed already [install.reimage]."
     ),
     json_report: bool = typer.Option(False, "--json", help="Print the final report as JSON on stdout."),
-    config_file: Optional[Path] = typer.Option(  # noqa: UP045 - typer needs Optional on 3.10
+    config_file: Path | None = typer.Option(
         None, "--config", help="TOML config file (default /etc/harmonic-installer/config.toml if present)."
     ),
-    server_url: Optional[str] = typer.Option(None, "--server-url", help="Web server URL [server.url]."),  # noqa: UP045
-    packages_names: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--packages", help="Comma-separated .deb names [packages.names]."
-    ),
-    iso_path: Optional[str] = typer.Option(None, "--iso-path", help="URL path of the ISO [iso.path]."),  # noqa: UP045
-    iso_release: Optional[str] = typer.Option(None, "--iso-release", help="Expected release [iso.release]."),  # noqa: UP045
-    iso_sha256: Optional[str] = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 [iso.sha256]."),  # noqa: UP045
-    disk: Optional[str] = typer.Option(None, "--disk", help="Target disk, /dev path or by-id link [disk.device]."),  # noqa: UP045
-    disk_serial: Optional[str] = typer.Option(None, "--disk-serial", help="Disk hint: serial [disk.serial]."),  # noqa: UP045
-    disk_model: Optional[str] = typer.Option(None, "--disk-model", help="Disk hint: model [disk.model]."),  # noqa: UP045
-    disk_wwn: Optional[str] = typer.Option(None, "--disk-wwn", help="Disk hint: WWN [disk.wwn]."),  # noqa: UP045
-    disk_min_size_gib: Optional[int] = typer.Option(  # noqa: UP045
+    server_url: str | None = typer.Option(None, "--server-url", help="Web server URL [server.url]."),
+    packages_names: str | None = typer.Option(None, "--packages", help="Comma-separated .deb names [packages.names]."),
+    iso_path: str | None = typer.Option(None, "--iso-path", help="URL path of the ISO [iso.path]."),
+    iso_release: str | None = typer.Option(None, "--iso-release", help="Expected release [iso.release]."),
+    iso_sha256: str | None = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 [iso.sha256]."),
+    disk: str | None = typer.Option(None, "--disk", help="Target disk, /dev path or by-id link [disk.device]."),
+    disk_serial: str | None = typer.Option(None, "--disk-serial", help="Disk hint: serial [disk.serial]."),
+    disk_model: str | None = typer.Option(None, "--disk-model", help="Disk hint: model [disk.model]."),
+    disk_wwn: str | None = typer.Option(None, "--disk-wwn", help="Disk hint: WWN [disk.wwn]."),
+    disk_min_size_gib: int | None = typer.Option(
         None, "--disk-min-size-gib", help="Disk hint: minimum size in GiB [disk.min_size_gib]."
     ),
-    allow_removable: Optional[bool] = typer.Option(  # noqa: UP045
+    allow_removable: bool | None = typer.Option(
         None, "--allow-removable", help="Allow a removable/USB target disk [disk.allow_removable]."
     ),
-    working_dir: Optional[str] = typer.Option(None, "--working-dir", help="Where debs go [paths.working_dir]."),  # noqa: UP045
-    iso_dir: Optional[str] = typer.Option(None, "--iso-dir", help="Where the ISO goes [paths.iso_dir]."),  # noqa: UP045
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Lock and journal [paths.state_dir]."),  # noqa: UP045
-    proxy_url: Optional[str] = typer.Option(None, "--proxy-url", help="Proxy URL [proxy.url]."),  # noqa: UP045
-    no_proxy: Optional[str] = typer.Option(None, "--no-proxy", help="Comma-separated bypass list [proxy.no_proxy]."),  # noqa: UP045
-    keyring: Optional[str] = typer.Option(  # noqa: UP045
+    working_dir: str | None = typer.Option(None, "--working-dir", help="Where debs go [paths.working_dir]."),
+    iso_dir: str | None = typer.Option(None, "--iso-dir", help="Where the ISO goes [paths.iso_dir]."),
+    state_dir: str | None = typer.Option(None, "--state-dir", help="Lock and journal [paths.state_dir]."),
+    proxy_url: str | None = typer.Option(None, "--proxy-url", help="Proxy URL [proxy.url]."),
+    no_proxy: str | None = typer.Option(None, "--no-proxy", help="Comma-separated bypass list [proxy.no_proxy]."),
+    keyring: str | None = typer.Option(
         None, "--keyring", help="gpgv keyring; SHA256SUMS.gpg must verify [checksums.keyring]."
     ),
-    ca_file: Optional[str] = typer.Option(None, "--ca-file", help="CA bundle for https [server.ca_file]."),  # noqa: UP045
-    insecure_allow_unverified: Optional[bool] = typer.Option(  # noqa: UP045
+    ca_file: str | None = typer.Option(None, "--ca-file", help="CA bundle for https [server.ca_file]."),
+    insecure_allow_unverified: bool | None = typer.Option(
         None,
         "--insecure-allow-unverified",
         help="INSECURE: install artifacts that have no checksum [checksums.allow_unverified].",
@@ -347,8 +345,8 @@ def maas_import_command(
     profile: str = typer.Option(maas.DEFAULT_PROFILE, "--profile", help="MAAS CLI profile (`maas login <profile>`)."),
     series: str = typer.Option(maas.DEFAULT_SERIES, "--series", help="Ubuntu series of the image (base_image)."),
     architecture: str = typer.Option(maas.DEFAULT_ARCHITECTURE, "--architecture", help="MAAS architecture."),
-    name: Optional[str] = typer.Option(None, "--name", help="Image name (default: file name up to the first dot)."),  # noqa: UP045
-    title: Optional[str] = typer.Option(None, "--title", help="Image title (default: from the name)."),  # noqa: UP045
+    name: str | None = typer.Option(None, "--name", help="Image name (default: file name up to the first dot)."),
+    title: str | None = typer.Option(None, "--title", help="Image title (default: from the name)."),
 ) -> None:
     """Print the MAAS command that imports each image (boot-resources create, with SHA-256 and size)."""
     _operator(
@@ -361,27 +359,21 @@ def maas_import_command(
 @app.command("user-data")
 def user_data_command(
     ctx: typer.Context,
-    server_url: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--server-url", help="Web server with packages/, apollo/, scripts/."
-    ),
-    pyz: Optional[Path] = typer.Option(  # noqa: UP045
-        None, "--pyz", help="The harmonic-install.pyz you publish: its SHA-256 is used."
-    ),
-    pyz_sha256: Optional[str] = typer.Option(None, "--pyz-sha256", help="SHA-256 of the published pyz."),  # noqa: UP045
-    pyz_url: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--pyz-url", help="Default: <server-url>/scripts/harmonic-install.pyz."
-    ),
+    server_url: str | None = typer.Option(None, "--server-url", help="Web server with packages/, apollo/, scripts/."),
+    pyz: Path | None = typer.Option(None, "--pyz", help="The harmonic-install.pyz you publish: its SHA-256 is used."),
+    pyz_sha256: str | None = typer.Option(None, "--pyz-sha256", help="SHA-256 of the published pyz."),
+    pyz_url: str | None = typer.Option(None, "--pyz-url", help="Default: <server-url>/scripts/harmonic-install.pyz."),
     proxy: bool = typer.Option(
         True, "--proxy/--direct", help="Run the installer with -p (the proxy, except no_proxy)."
     ),
-    disk: Optional[str] = typer.Option(None, "--disk", help="Target disk for the installer (--disk)."),  # noqa: UP045
-    iso_sha256: Optional[str] = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 for the installer."),  # noqa: UP045
+    disk: str | None = typer.Option(None, "--disk", help="Target disk for the installer (--disk)."),
+    iso_sha256: str | None = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 for the installer."),
     installer_arg: list[str] = typer.Option(
         [], "--installer-arg", help="Extra installer flag, e.g. --installer-arg=-v."
     ),
     ssh_key: list[str] = typer.Option([], "--ssh-key", help="SSH public key for the ubuntu user (repeatable)."),
     ssh_key_file: list[Path] = typer.Option([], "--ssh-key-file", help="File of SSH public keys (repeatable)."),
-    insecure_root_password_hash: Optional[str] = typer.Option(  # noqa: UP045
+    insecure_root_password_hash: str | None = typer.Option(
         None,
         "--insecure-root-password-hash",
         help="INSECURE: allow root SSH login with the password of this crypt hash (make one with `openssl passwd -6`).",
@@ -418,12 +410,12 @@ def user_data_command(
 @app.command("deploy-command")
 def deploy_command(
     machines: list[str] = typer.Argument(..., metavar="MACHINE...", help="MAAS system IDs (or hostnames, see below)."),
-    user_data: Optional[Path] = typer.Option(None, "--user-data", help="File written by `harmonic-install user-data`."),  # noqa: UP045
+    user_data: Path | None = typer.Option(None, "--user-data", help="File written by `harmonic-install user-data`."),
     profile: str = typer.Option(maas.DEFAULT_PROFILE, "--profile", help="MAAS CLI profile."),
-    machines_json: Optional[Path] = typer.Option(  # noqa: UP045
+    machines_json: Path | None = typer.Option(
         None, "--machines-json", help="Output of `maas <profile> machines read`, to name machines by hostname."
     ),
-    image: Optional[str] = typer.Option(None, "--image", help="Deploy this custom image (the baked one) instead."),  # noqa: UP045
+    image: str | None = typer.Option(None, "--image", help="Deploy this custom image (the baked one) instead."),
 ) -> None:
     """Print the MAAS command that deploys each machine ephemerally with the user-data (machine deploy)."""
 
@@ -522,29 +514,29 @@ def _fleet_options(
 
 @fleet_app.command("deploy")
 def fleet_deploy_command(
-    machines: Optional[list[str]] = _MACHINES,  # noqa: UP045
+    machines: list[str] | None = _MACHINES,
     tag: list[str] = _TAG,
-    pool: Optional[str] = _POOL,  # noqa: UP045
-    zone: Optional[str] = _ZONE,  # noqa: UP045
-    user_data: Optional[Path] = typer.Option(  # noqa: UP045
+    pool: str | None = _POOL,
+    zone: str | None = _ZONE,
+    user_data: Path | None = typer.Option(
         None, "--user-data", help="File written by `harmonic-install user-data` (in-memory Ubuntu deploy)."
     ),
-    image: Optional[str] = typer.Option(  # noqa: UP045
+    image: str | None = typer.Option(
         None, "--image", help="Deploy this custom image in memory (harmonic.* settings from tag kernel options)."
     ),
     series: str = typer.Option("jammy", "--series", help="Ubuntu series for the user-data deploy."),
     batch: int = typer.Option(5, "--batch", help="After the canary, at most this many installing at once."),
-    canary: Optional[str] = typer.Option(None, "--canary", help="The machine to go first (default: the first)."),  # noqa: UP045
+    canary: str | None = typer.Option(None, "--canary", help="The machine to go first (default: the first)."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Keep starting machines after one fails."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print what would be done; deploy nothing."),
-    profile: Optional[str] = _PROFILE_OPT,  # noqa: UP045
-    maascli_db: Optional[Path] = _MAASCLI_DB,  # noqa: UP045
-    maas_url: Optional[str] = _MAAS_URL,  # noqa: UP045
-    api_key_file: Optional[Path] = _KEY_FILE,  # noqa: UP045
+    profile: str | None = _PROFILE_OPT,
+    maascli_db: Path | None = _MAASCLI_DB,
+    maas_url: str | None = _MAAS_URL,
+    api_key_file: Path | None = _KEY_FILE,
     interval: float = _INTERVAL,
     silent_after: float = _SILENT,
-    report: Optional[Path] = _REPORT,  # noqa: UP045
-    live: Optional[bool] = _LIVE,  # noqa: UP045
+    report: Path | None = _REPORT,
+    live: bool | None = _LIVE,
 ) -> None:
     """Deploy machines in memory: validate all, a canary first, then --batch at a time; watch to the end."""
 
@@ -577,18 +569,18 @@ def fleet_deploy_command(
 
 @fleet_app.command("watch")
 def fleet_watch_command(
-    machines: Optional[list[str]] = _MACHINES,  # noqa: UP045
+    machines: list[str] | None = _MACHINES,
     tag: list[str] = _TAG,
-    pool: Optional[str] = _POOL,  # noqa: UP045
-    zone: Optional[str] = _ZONE,  # noqa: UP045
-    profile: Optional[str] = _PROFILE_OPT,  # noqa: UP045
-    maascli_db: Optional[Path] = _MAASCLI_DB,  # noqa: UP045
-    maas_url: Optional[str] = _MAAS_URL,  # noqa: UP045
-    api_key_file: Optional[Path] = _KEY_FILE,  # noqa: UP045
+    pool: str | None = _POOL,
+    zone: str | None = _ZONE,
+    profile: str | None = _PROFILE_OPT,
+    maascli_db: Path | None = _MAASCLI_DB,
+    maas_url: str | None = _MAAS_URL,
+    api_key_file: Path | None = _KEY_FILE,
     interval: float = _INTERVAL,
     silent_after: float = _SILENT,
-    report: Optional[Path] = _REPORT,  # noqa: UP045
-    live: Optional[bool] = _LIVE,  # noqa: UP045
+    report: Path | None = _REPORT,
+    live: bool | None = _LIVE,
 ) -> None:
     """Watch machines' installs (from their latest Deploying) until each installed, failed or went silent."""
 
