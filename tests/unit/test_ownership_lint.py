@@ -35,7 +35,7 @@ def _layout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("module", ["reporting.py", "runner.py", "disks.py", "plan.py"])
+@pytest.mark.parametrize("module", ["reporting.py", "maas_status.py", "runner.py", "disks.py", "plan.py"])
 def test_a_banned_import_added_to_a_module_fails_lint(tmp_path: Path, module: str) -> None:
     """Each banned import appended to a copy of a module (even one allowed other imports) is a TID251 finding."""
     root = _layout(tmp_path)
