@@ -25,18 +25,9 @@ from typing import Any
 
 import structlog
 
-from harmonic_installer import __version__, maas_clock
+from harmonic_installer import __version__, maas_clock, maas_events
 from harmonic_installer.config import Settings, redact_url
-from harmonic_installer.maas_events import (
-    INSTALLED_NAME,
-    PARENT,
-    RESULTS,
-    event,
-    outcome,
-    progress_child,
-    progress_text,
-    with_tail,
-)
+from harmonic_installer.maas_events import INSTALLED_NAME, PARENT, RESULTS, event, outcome, with_tail
 from harmonic_installer.maas_status import StatusClient, Target, Transport, UrllibTransport, resolve_target
 from harmonic_installer.report import InstallReport
 
@@ -150,9 +141,9 @@ class Reporter:
                 return
             if now - last[0] < self._progress_interval or (total is not None and done >= total):
                 return
-            child = last[1] or progress_child(label)
+            child = last[1] or maas_events.progress_child(label)
             self._progress[label] = (now, child)
-        self._submit(event("start", child, progress_text(label, done, total)), droppable=True, child=True)
+        self._submit(event("start", child, maas_events.progress_text(label, done, total)), droppable=True, child=True)
 
     def warning(self, text: str) -> None:
         """Post a warning as a child of the open step: its `start` carries the text (MAAS keeps start events in
@@ -300,14 +291,8 @@ class Reporter:
             first = not quiet and not self._warned
             self._warned = self._warned or not quiet
         emit = log.debug if quiet else log.warning if first or item.important else log.info
-        self._log(
-            emit,
-            "report.dropped",
-            name=item.event["name"],
-            event_type=item.event["event_type"],
-            reason=reason,
-            endpoint=self._shown,
-        )
+        name, event_type = item.event["name"], item.event["event_type"]
+        self._log(emit, "report.dropped", name=name, event_type=event_type, reason=reason, endpoint=self._shown)
 
     def _log(self, emit: Callable[..., Any], event: str, **values: Any) -> None:
         """Log from the worker thread: nothing once the run is over (close() has summarised), never raise."""
@@ -322,13 +307,8 @@ def start(settings: Settings, *, log_tail: Callable[[], str] | None = None) -> R
     target = resolve_target(settings)
     if target is None:
         return None
-    log.info(
-        "report.enabled",
-        endpoint=redact_url(target.endpoint),
-        source=target.source,
-        signed=target.signed,
-        route="direct",
-    )
+    shown = redact_url(target.endpoint)
+    log.info("report.enabled", endpoint=shown, source=target.source, signed=target.signed, route="direct")
     return Reporter(
         target,
         timeout_s=settings.maas_timeout_s,
