@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -80,7 +80,7 @@ def main_command(
     install: bool = typer.Option(False, "-i", "--install", help="Download, verify, install and write the disk."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With -i: print the plan and change nothing."),
     no_reboot: bool = typer.Option(False, "--no-reboot", help="Do not reboot after a successful install."),
-    reboot_left_to: Optional[str] = typer.Option(  # noqa: UP045
+    reboot_left_to: str | None = typer.Option(
         None,
         "--reboot-left-to",
         metavar="systemd|cloud-init",
@@ -90,36 +90,34 @@ def main_command(
         False, "--reimage", help="Image the disk even if NVRAM records it is installed already [install.reimage]."
     ),
     json_report: bool = typer.Option(False, "--json", help="Print the final report as JSON on stdout."),
-    config_file: Optional[Path] = typer.Option(  # noqa: UP045 - typer needs Optional on 3.10
+    config_file: Path | None = typer.Option(
         None, "--config", help="TOML config file (default /etc/harmonic-installer/config.toml if present)."
     ),
-    server_url: Optional[str] = typer.Option(None, "--server-url", help="Web server URL [server.url]."),  # noqa: UP045
-    packages_names: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--packages", help="Comma-separated .deb names [packages.names]."
-    ),
-    iso_path: Optional[str] = typer.Option(None, "--iso-path", help="URL path of the ISO [iso.path]."),  # noqa: UP045
-    iso_release: Optional[str] = typer.Option(None, "--iso-release", help="Expected release [iso.release]."),  # noqa: UP045
-    iso_sha256: Optional[str] = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 [iso.sha256]."),  # noqa: UP045
-    disk: Optional[str] = typer.Option(None, "--disk", help="Target disk, /dev path or by-id link [disk.device]."),  # noqa: UP045
-    disk_serial: Optional[str] = typer.Option(None, "--disk-serial", help="Disk hint: serial [disk.serial]."),  # noqa: UP045
-    disk_model: Optional[str] = typer.Option(None, "--disk-model", help="Disk hint: model [disk.model]."),  # noqa: UP045
-    disk_wwn: Optional[str] = typer.Option(None, "--disk-wwn", help="Disk hint: WWN [disk.wwn]."),  # noqa: UP045
-    disk_min_size_gib: Optional[int] = typer.Option(  # noqa: UP045
+    server_url: str | None = typer.Option(None, "--server-url", help="Web server URL [server.url]."),
+    packages_names: str | None = typer.Option(None, "--packages", help="Comma-separated .deb names [packages.names]."),
+    iso_path: str | None = typer.Option(None, "--iso-path", help="URL path of the ISO [iso.path]."),
+    iso_release: str | None = typer.Option(None, "--iso-release", help="Expected release [iso.release]."),
+    iso_sha256: str | None = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 [iso.sha256]."),
+    disk: str | None = typer.Option(None, "--disk", help="Target disk, /dev path or by-id link [disk.device]."),
+    disk_serial: str | None = typer.Option(None, "--disk-serial", help="Disk hint: serial [disk.serial]."),
+    disk_model: str | None = typer.Option(None, "--disk-model", help="Disk hint: model [disk.model]."),
+    disk_wwn: str | None = typer.Option(None, "--disk-wwn", help="Disk hint: WWN [disk.wwn]."),
+    disk_min_size_gib: int | None = typer.Option(
         None, "--disk-min-size-gib", help="Disk hint: minimum size in GiB [disk.min_size_gib]."
     ),
-    allow_removable: Optional[bool] = typer.Option(  # noqa: UP045
+    allow_removable: bool | None = typer.Option(
         None, "--allow-removable", help="Allow a removable/USB target disk [disk.allow_removable]."
     ),
-    working_dir: Optional[str] = typer.Option(None, "--working-dir", help="Where debs go [paths.working_dir]."),  # noqa: UP045
-    iso_dir: Optional[str] = typer.Option(None, "--iso-dir", help="Where the ISO goes [paths.iso_dir]."),  # noqa: UP045
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Lock and journal [paths.state_dir]."),  # noqa: UP045
-    proxy_url: Optional[str] = typer.Option(None, "--proxy-url", help="Proxy URL [proxy.url]."),  # noqa: UP045
-    no_proxy: Optional[str] = typer.Option(None, "--no-proxy", help="Comma-separated bypass list [proxy.no_proxy]."),  # noqa: UP045
-    keyring: Optional[str] = typer.Option(  # noqa: UP045
+    working_dir: str | None = typer.Option(None, "--working-dir", help="Where debs go [paths.working_dir]."),
+    iso_dir: str | None = typer.Option(None, "--iso-dir", help="Where the ISO goes [paths.iso_dir]."),
+    state_dir: str | None = typer.Option(None, "--state-dir", help="Lock and journal [paths.state_dir]."),
+    proxy_url: str | None = typer.Option(None, "--proxy-url", help="Proxy URL [proxy.url]."),
+    no_proxy: str | None = typer.Option(None, "--no-proxy", help="Comma-separated bypass list [proxy.no_proxy]."),
+    keyring: str | None = typer.Option(
         None, "--keyring", help="gpgv keyring; SHA256SUMS.gpg must verify [checksums.keyring]."
     ),
-    ca_file: Optional[str] = typer.Option(None, "--ca-file", help="CA bundle for https [server.ca_file]."),  # noqa: UP045
-    insecure_allow_unverified: Optional[bool] = typer.Option(  # noqa: UP045
+    ca_file: str | None = typer.Option(None, "--ca-file", help="CA bundle for https [server.ca_file]."),
+    insecure_allow_unverified: bool | None = typer.Option(
         None,
         "--insecure-allow-unverified",
         help="INSECURE: install artifacts that have no checksum [checksums.allow_unverified].",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -96,29 +96,29 @@ def _fleet_options(
 
 @fleet_app.command("deploy")
 def fleet_deploy_command(
-    machines: Optional[list[str]] = _MACHINES,  # noqa: UP045
+    machines: list[str] | None = _MACHINES,
     tag: list[str] = _TAG,
-    pool: Optional[str] = _POOL,  # noqa: UP045
-    zone: Optional[str] = _ZONE,  # noqa: UP045
-    user_data: Optional[Path] = typer.Option(  # noqa: UP045
+    pool: str | None = _POOL,
+    zone: str | None = _ZONE,
+    user_data: Path | None = typer.Option(
         None, "--user-data", help="File written by `harmonic-install user-data` (in-memory Ubuntu deploy)."
     ),
-    image: Optional[str] = typer.Option(  # noqa: UP045
+    image: str | None = typer.Option(
         None, "--image", help="Deploy this custom image in memory (harmonic.* settings from tag kernel options)."
     ),
     series: str = typer.Option("jammy", "--series", help="Ubuntu series for the user-data deploy."),
     batch: int = typer.Option(5, "--batch", help="After the canary, at most this many installing at once."),
-    canary: Optional[str] = typer.Option(None, "--canary", help="The machine to go first (default: the first)."),  # noqa: UP045
+    canary: str | None = typer.Option(None, "--canary", help="The machine to go first (default: the first)."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Keep starting machines after one fails."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print what would be done; deploy nothing."),
-    profile: Optional[str] = _PROFILE_OPT,  # noqa: UP045
-    maascli_db: Optional[Path] = _MAASCLI_DB,  # noqa: UP045
-    maas_url: Optional[str] = _MAAS_URL,  # noqa: UP045
-    api_key_file: Optional[Path] = _KEY_FILE,  # noqa: UP045
+    profile: str | None = _PROFILE_OPT,
+    maascli_db: Path | None = _MAASCLI_DB,
+    maas_url: str | None = _MAAS_URL,
+    api_key_file: Path | None = _KEY_FILE,
     interval: float = _INTERVAL,
     silent_after: float = _SILENT,
-    report: Optional[Path] = _REPORT,  # noqa: UP045
-    live: Optional[bool] = _LIVE,  # noqa: UP045
+    report: Path | None = _REPORT,
+    live: bool | None = _LIVE,
 ) -> None:
     """Deploy machines in memory: validate all, a canary first, then --batch at a time; watch to the end."""
 
@@ -151,18 +151,18 @@ def fleet_deploy_command(
 
 @fleet_app.command("watch")
 def fleet_watch_command(
-    machines: Optional[list[str]] = _MACHINES,  # noqa: UP045
+    machines: list[str] | None = _MACHINES,
     tag: list[str] = _TAG,
-    pool: Optional[str] = _POOL,  # noqa: UP045
-    zone: Optional[str] = _ZONE,  # noqa: UP045
-    profile: Optional[str] = _PROFILE_OPT,  # noqa: UP045
-    maascli_db: Optional[Path] = _MAASCLI_DB,  # noqa: UP045
-    maas_url: Optional[str] = _MAAS_URL,  # noqa: UP045
-    api_key_file: Optional[Path] = _KEY_FILE,  # noqa: UP045
+    pool: str | None = _POOL,
+    zone: str | None = _ZONE,
+    profile: str | None = _PROFILE_OPT,
+    maascli_db: Path | None = _MAASCLI_DB,
+    maas_url: str | None = _MAAS_URL,
+    api_key_file: Path | None = _KEY_FILE,
     interval: float = _INTERVAL,
     silent_after: float = _SILENT,
-    report: Optional[Path] = _REPORT,  # noqa: UP045
-    live: Optional[bool] = _LIVE,  # noqa: UP045
+    report: Path | None = _REPORT,
+    live: bool | None = _LIVE,
 ) -> None:
     """Watch machines' installs (from their latest Deploying) until each installed, failed or went silent."""
 

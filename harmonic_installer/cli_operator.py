@@ -1,6 +1,6 @@
 """The operator commands of `harmonic-install` (run on a workstation or the MAAS server, never on a target).
 
-maas.py renders the MAAS import command, the user-data and the deploy commands; these print them.
+maas.py renders the MAAS import and deploy commands, userdata.py the user-data; these print them.
 Registered on cli.app when cli.py is imported.
 """
 
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from harmonic_installer import maas
+from harmonic_installer import maas, userdata
 from harmonic_installer.cli import _say, app
 from harmonic_installer.errors import ConfigError, InstallerError
 
@@ -41,8 +40,8 @@ def maas_import_command(
     profile: str = typer.Option(maas.DEFAULT_PROFILE, "--profile", help="MAAS CLI profile (`maas login <profile>`)."),
     series: str = typer.Option(maas.DEFAULT_SERIES, "--series", help="Ubuntu series of the image (base_image)."),
     architecture: str = typer.Option(maas.DEFAULT_ARCHITECTURE, "--architecture", help="MAAS architecture."),
-    name: Optional[str] = typer.Option(None, "--name", help="Image name (default: file name up to the first dot)."),  # noqa: UP045
-    title: Optional[str] = typer.Option(None, "--title", help="Image title (default: from the name)."),  # noqa: UP045
+    name: str | None = typer.Option(None, "--name", help="Image name (default: file name up to the first dot)."),
+    title: str | None = typer.Option(None, "--title", help="Image title (default: from the name)."),
 ) -> None:
     """Print the MAAS command that imports each image (boot-resources create, with SHA-256 and size)."""
     _operator(
@@ -55,27 +54,21 @@ def maas_import_command(
 @app.command("user-data")
 def user_data_command(
     ctx: typer.Context,
-    server_url: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--server-url", help="Web server with packages/, apollo/, scripts/."
-    ),
-    pyz: Optional[Path] = typer.Option(  # noqa: UP045
-        None, "--pyz", help="The harmonic-install.pyz you publish: its SHA-256 is used."
-    ),
-    pyz_sha256: Optional[str] = typer.Option(None, "--pyz-sha256", help="SHA-256 of the published pyz."),  # noqa: UP045
-    pyz_url: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--pyz-url", help="Default: <server-url>/scripts/harmonic-install.pyz."
-    ),
+    server_url: str | None = typer.Option(None, "--server-url", help="Web server with packages/, apollo/, scripts/."),
+    pyz: Path | None = typer.Option(None, "--pyz", help="The harmonic-install.pyz you publish: its SHA-256 is used."),
+    pyz_sha256: str | None = typer.Option(None, "--pyz-sha256", help="SHA-256 of the published pyz."),
+    pyz_url: str | None = typer.Option(None, "--pyz-url", help="Default: <server-url>/scripts/harmonic-install.pyz."),
     proxy: bool = typer.Option(
         True, "--proxy/--direct", help="Run the installer with -p (the proxy, except no_proxy)."
     ),
-    disk: Optional[str] = typer.Option(None, "--disk", help="Target disk for the installer (--disk)."),  # noqa: UP045
-    iso_sha256: Optional[str] = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 for the installer."),  # noqa: UP045
+    disk: str | None = typer.Option(None, "--disk", help="Target disk for the installer (--disk)."),
+    iso_sha256: str | None = typer.Option(None, "--iso-sha256", help="Pinned ISO SHA-256 for the installer."),
     installer_arg: list[str] = typer.Option(
         [], "--installer-arg", help="Extra installer flag, e.g. --installer-arg=-v."
     ),
     ssh_key: list[str] = typer.Option([], "--ssh-key", help="SSH public key for the ubuntu user (repeatable)."),
     ssh_key_file: list[Path] = typer.Option([], "--ssh-key-file", help="File of SSH public keys (repeatable)."),
-    insecure_root_password_hash: Optional[str] = typer.Option(  # noqa: UP045
+    insecure_root_password_hash: str | None = typer.Option(
         None,
         "--insecure-root-password-hash",
         help="INSECURE: allow root SSH login with the password of this crypt hash (make one with `openssl passwd -6`).",
@@ -96,7 +89,7 @@ def user_data_command(
         args = ["-p"] if proxy else []
         args += [f"--disk={disk}"] if disk else []
         args += [f"--iso-sha256={iso_sha256}"] if iso_sha256 else []
-        spec = maas.UserDataSpec(
+        spec = userdata.UserDataSpec(
             server_url=url,
             pyz_sha256=maas.sha256_file(pyz) if pyz is not None else str(pyz_sha256),
             pyz_url=pyz_url,
@@ -104,7 +97,7 @@ def user_data_command(
             ssh_keys=tuple(keys),
             root_password_hash=insecure_root_password_hash,
         )
-        return maas.render_user_data(spec)
+        return userdata.render_user_data(spec)
 
     _operator(render)
 
@@ -112,12 +105,12 @@ def user_data_command(
 @app.command("deploy-command")
 def deploy_command(
     machines: list[str] = typer.Argument(..., metavar="MACHINE...", help="MAAS system IDs (or hostnames, see below)."),
-    user_data: Optional[Path] = typer.Option(None, "--user-data", help="File written by `harmonic-install user-data`."),  # noqa: UP045
+    user_data: Path | None = typer.Option(None, "--user-data", help="File written by `harmonic-install user-data`."),
     profile: str = typer.Option(maas.DEFAULT_PROFILE, "--profile", help="MAAS CLI profile."),
-    machines_json: Optional[Path] = typer.Option(  # noqa: UP045
+    machines_json: Path | None = typer.Option(
         None, "--machines-json", help="Output of `maas <profile> machines read`, to name machines by hostname."
     ),
-    image: Optional[str] = typer.Option(None, "--image", help="Deploy this custom image (the baked one) instead."),  # noqa: UP045
+    image: str | None = typer.Option(None, "--image", help="Deploy this custom image (the baked one) instead."),
 ) -> None:
     """Print the MAAS command that deploys each machine ephemerally with the user-data (machine deploy)."""
 

@@ -35,7 +35,6 @@ class DiskInfo:
     read_only: bool
     removable: bool
     usb: bool
-    virtual: bool  # loop, ram, dm, md ... (under /sys/devices/virtual)
     model: str | None
     serial: str | None
     wwn: str | None
@@ -150,7 +149,6 @@ class UdevDiskProbe:
             read_only=_int_attr(sys_path / "ro") == 1,
             removable=_int_attr(disk_sys / "removable") == 1,
             usb=props.get("ID_BUS") == "usb" or "/usb" in disk_device.sys_path,
-            virtual="/devices/virtual/" in device.sys_path,
             model=_clean((props.get("ID_MODEL") or "").replace("_", " ")) or _text_attr(disk_sys / "device" / "model"),
             serial=_clean(props.get("ID_SERIAL_SHORT"))
             or _text_attr(disk_sys / "device" / "serial")

@@ -6,7 +6,6 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
@@ -14,7 +13,7 @@ from harmonic_installer.config import Settings
 from harmonic_installer.disks import DiskInfo, DiskProbe
 from harmonic_installer.errors import ConfigError, NotATargetHost, PreflightError
 from harmonic_installer.packages import QUERY_TIMEOUT_S
-from harmonic_installer.state import directory_problem
+from harmonic_installer.trust import directory_problem
 
 log = structlog.get_logger()
 
@@ -261,12 +260,3 @@ def _norm_wwn(value: str) -> str:
 
 def _same_device(disk: DiskInfo, path: str) -> bool:
     return os.path.realpath(path) == os.path.realpath(disk.path) or path in disk.links
-
-
-def describe_path(path: Path) -> str:
-    """A directory with its free space, for the plan output."""
-    try:
-        free = shutil.disk_usage(path).free
-        return f"{path} ({free / 2**30:.1f} GiB free)"
-    except OSError:
-        return f"{path} (will be created)"

@@ -19,9 +19,8 @@ _HOW = {"systemd": "the unit's SuccessAction=reboot", "cloud-init": "the user-da
 
 @dataclass(frozen=True, slots=True)
 class RebootOutcome:
-    """Whether a reboot was requested, and if not, why."""
+    """How the reboot was requested (the summary line)."""
 
-    requested: bool
     reason: str
 
 
@@ -57,4 +56,4 @@ def request(runner: Runner, *, command: Sequence[str]) -> RebootOutcome:
             exc.output_tail,
         ) from exc
     log.info("reboot.requested", command=list(command))
-    return RebootOutcome(True, f"requested with {' '.join(command)}")
+    return RebootOutcome(f"requested with {' '.join(command)}")

@@ -41,7 +41,6 @@ class WriteResult:
     image_sha256: str
     image_size: int
     duration_s: float
-    listed_isos: str
 
 
 def list_isos(runner: Runner, *, tool: str, env: Mapping[str, str]) -> str:
@@ -110,7 +109,7 @@ def write(
         raise
     duration = round(time.monotonic() - started, 3)
     log.info("write.finished", disk=disk.path, duration_s=duration)
-    return WriteResult(disk.path, image.path, image.sha256, image.size, duration, listed)
+    return WriteResult(disk.path, image.path, image.sha256, image.size, duration)
 
 
 def confirm_verified(image: VerifiedArtifact) -> None:

@@ -11,7 +11,6 @@ errors, or text), 409 NodeStateViolation, 404 text.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
 import secrets
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from harmonic_installer import __version__
+from harmonic_installer import __version__, maas_clock, oauth
 from harmonic_installer.fleet.errors import FleetError, FleetExit, NotFound, Rejected
 from harmonic_installer.fleet.transport import Response, Transport
 
@@ -52,22 +51,16 @@ class ApiKey:
         return f"ApiKey(consumer_key={self.consumer_key!r}, token=***)"
 
 
-def _escape(value: str) -> str:
-    return quote(value, safe="~")
-
-
 def oauth_header(key: ApiKey, *, timestamp: int, nonce: str) -> str:
-    """The Authorization header oauthlib builds for the MAAS CLI (apiclient/maas_client.py `MAASOAuth`)."""
-    params = (
-        ("oauth_nonce", nonce),
-        ("oauth_timestamp", str(timestamp)),
-        ("oauth_version", "1.0"),
-        ("oauth_signature_method", "PLAINTEXT"),
-        ("oauth_consumer_key", key.consumer_key),
-        ("oauth_token", key.token_key),
-        ("oauth_signature", f"&{_escape(key.token_secret)}"),
+    """The Authorization header oauthlib builds for the MAAS CLI (apiclient/maas_client.py `MAASOAuth`):
+    PLAINTEXT (oauth.py) with an empty consumer secret."""
+    return oauth.header(
+        consumer_key=key.consumer_key,
+        token_key=key.token_key,
+        token_secret=key.token_secret,
+        timestamp=timestamp,
+        nonce=nonce,
     )
-    return "OAuth " + ", ".join(f'{name}="{_escape(value)}"' for name, value in params)
 
 
 def api_url(url: str) -> str:
@@ -201,14 +194,9 @@ class MaasClient:
 
     def _learn_skew(self, response: Response) -> bool:
         """After a 401: adopt the server's clock when ours is off by more than OAuth allows; True to retry."""
-        date = response.header("Date")
-        if not date:
+        skew = maas_clock.server_skew(response.headers, self._wall())
+        if skew is None:
             return False
-        try:
-            remote = email.utils.parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-        skew = int(remote - self._wall())
         if abs(skew) < TIMESTAMP_WINDOW_S or skew == self._skew:
             return False
         self._skew = skew

@@ -32,7 +32,6 @@ class Machine:
     tags: tuple[str, ...] = ()
     pool: str = ""
     zone: str = ""
-    power_state: str = ""
     status_message: str = ""
     error_description: str = ""
 
@@ -61,7 +60,6 @@ class Machine:
             tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
             pool=name_of(data.get("pool")),
             zone=name_of(data.get("zone")),
-            power_state=text("power_state"),
             status_message=text("status_message"),
             error_description=text("error_description"),
         )

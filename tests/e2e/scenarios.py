@@ -36,7 +36,7 @@ from tests.support.maas_server import MaasServer, running
 from tests.support.nginx import Nginx, serve
 
 REPO = Path(__file__).resolve().parents[2]
-PYZ_URL_PATH = "scripts/harmonic-install.pyz"  # where the user-data fetches the zipapp (maas.PYZ_URL_PATH)
+PYZ_URL_PATH = "scripts/harmonic-install.pyz"  # where the user-data fetches the zipapp (userdata.PYZ_URL_PATH)
 UNIT = "harmonic-installer.service"
 STEPS = ("preflight", "record", "proxy", "download", "packages", "write", "firmware", "reboot")
 ISO_SIZE = 24 * 1024 * 1024 + 3 * 2048  # "some tens of MiB", and not a whole number of MiB

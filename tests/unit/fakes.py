@@ -24,7 +24,6 @@ def disk(path: str = "/dev/sda", **overrides: object) -> DiskInfo:
         read_only=False,
         removable=False,
         usb=False,
-        virtual=False,
         model="SAMSUNG MZ7LH480",
         serial="S45NNA0M123456",
         wwn="0x5002538e40a1b2c3",

@@ -8,7 +8,7 @@ import json
 import pytest
 import structlog
 
-from harmonic_installer import config, reporting
+from harmonic_installer import config, maas_status
 from harmonic_installer import log as logsetup
 
 TOKEN_SECRET = "tok3nS3cretXYZ"
@@ -31,9 +31,9 @@ def _settings() -> config.Settings:
 
 
 def _fail_holding_secrets(settings: config.Settings) -> None:
-    target = reporting.resolve_target(settings, find=lambda: None)
+    target = maas_status.resolve_target(settings, find=lambda: None)
     assert target is not None
-    headers = {"Authorization": reporting.oauth_header(target, timestamp=1, nonce="n")}
+    headers = {"Authorization": maas_status.oauth_header(target, timestamp=1, nonce="n")}
     proxy = settings.proxy.url
     raise RuntimeError(f"boom with {len(headers)} headers via a proxy of {len(proxy)} chars")
 

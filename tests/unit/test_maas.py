@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harmonic_installer import maas
+from harmonic_installer import maas, userdata
 from harmonic_installer.errors import ConfigError, ExitCode
 
 PYZ_SHA = hashlib.sha256(b"pyz").hexdigest()
@@ -124,28 +124,28 @@ def test_image_filetype_follows_the_suffix() -> None:
 # --------------------------------------------------------------------------------------------------- user-data
 
 
-def _spec(**kwargs: object) -> maas.UserDataSpec:
+def _spec(**kwargs: object) -> userdata.UserDataSpec:
     base: dict[str, object] = {"server_url": "http://127.0.0.1:8080", "pyz_sha256": PYZ_SHA}
     base.update(kwargs)
-    return maas.UserDataSpec(**base)  # type: ignore[arg-type]
+    return userdata.UserDataSpec(**base)  # type: ignore[arg-type]
 
 
 def test_user_data_is_cloud_config_that_parses_back_to_the_data() -> None:
     """The rendered text starts with #cloud-config and YAML-parses to exactly the intended structure."""
     spec = _spec(ssh_keys=(KEY,))
-    text = maas.render_user_data(spec)
+    text = userdata.render_user_data(spec)
     assert text.startswith("#cloud-config\n")
-    assert yaml.safe_load(text) == maas.user_data(spec)
+    assert yaml.safe_load(text) == userdata.user_data(spec)
 
 
 def test_user_data_is_secure_by_default() -> None:
     """No password login, root stays disabled, no password of any kind; SSH keys go to the default user."""
     spec = _spec(ssh_keys=(KEY,))
-    data = maas.user_data(spec)
+    data = userdata.user_data(spec)
     assert data["ssh_pwauth"] is False
     assert data["disable_root"] is True
     assert data["ssh_authorized_keys"] == [KEY]
-    text = maas.render_user_data(spec)
+    text = userdata.render_user_data(spec)
     assert "chpasswd" not in text
     assert "passwd" not in text.replace("ssh_pwauth", "")
     assert "PermitRootLogin" not in text
@@ -154,7 +154,7 @@ def test_user_data_is_secure_by_default() -> None:
 def test_insecure_root_password_is_written_only_as_a_hash() -> None:
     """With a root hash, root password login is enabled (the seed's), and the file holds the hash only."""
     hashed = openssl_hash("ubuntu", "abcdefgh")
-    text = maas.render_user_data(_spec(root_password_hash=hashed))
+    text = userdata.render_user_data(_spec(root_password_hash=hashed))
     data = yaml.safe_load(text)
     assert data["chpasswd"]["users"] == [{"name": "root", "password": hashed, "type": "hash"}]
     assert data["ssh_pwauth"] is True
@@ -165,13 +165,13 @@ def test_insecure_root_password_is_written_only_as_a_hash() -> None:
 
 def test_user_data_reboots_only_when_the_success_marker_exists() -> None:
     """The reboot is power_state, conditional on the marker the install script writes as its last step."""
-    data = maas.user_data(_spec())
+    data = userdata.user_data(_spec())
     assert data["power_state"]["mode"] == "reboot"
-    assert data["power_state"]["condition"] == ["test", "-f", maas.SUCCESS_MARKER]
+    assert data["power_state"]["condition"] == ["test", "-f", userdata.SUCCESS_MARKER]
     script = data["write_files"][0]["content"]
-    assert script.rstrip().splitlines()[-1] == f"touch {maas.SUCCESS_MARKER}"
+    assert script.rstrip().splitlines()[-1] == f"touch {userdata.SUCCESS_MARKER}"
     assert data["runcmd"][-1] == ["sh", data["write_files"][0]["path"]]
-    assert "systemctl start" not in maas.render_user_data(_spec())  # runcmd must not wait on another unit
+    assert "systemctl start" not in userdata.render_user_data(_spec())  # runcmd must not wait on another unit
 
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="cloud-init is not installed")
@@ -180,7 +180,7 @@ def test_user_data_passes_cloud_init_schema(tmp_path: Path, insecure: bool) -> N
     """cloud-init's own schema check accepts the rendered user-data, secure and insecure variants."""
     spec = _spec(ssh_keys=(KEY,), root_password_hash=openssl_hash("x", "salt") if insecure else None)
     path = tmp_path / "user-data"
-    path.write_text(maas.render_user_data(spec))
+    path.write_text(userdata.render_user_data(spec))
     result = subprocess.run(
         ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True, check=False
     )
@@ -199,13 +199,13 @@ def test_cloud_init_schema_check_rejects_the_seeds_mistakes(tmp_path: Path) -> N
 
 
 def _run_install_script(
-    tmp_path: Path, spec: maas.UserDataSpec, served: bytes, python_rc: int, *, wants_reboot: bool = True
+    tmp_path: Path, spec: userdata.UserDataSpec, served: bytes, python_rc: int, *, wants_reboot: bool = True
 ) -> tuple[int, Path]:
     """Run the rendered install script with stand-ins for wget and python3, in tmp_path instead of /run."""
     workdir = tmp_path / "run"
-    script = maas.user_data(spec)["write_files"][0]["content"].replace(maas.USERDATA_DIR, str(workdir))
+    script = userdata.user_data(spec)["write_files"][0]["content"].replace(userdata.USERDATA_DIR, str(workdir))
     marker = tmp_path / "reboot-wanted"
-    script = script.replace(str(maas.REBOOT_MARKER), str(marker))
+    script = script.replace(str(userdata.REBOOT_MARKER), str(marker))
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (tmp_path / "served.pyz").write_bytes(served)
@@ -272,9 +272,9 @@ def test_install_script_failure_leaves_no_success_marker(tmp_path: Path) -> None
 
 def test_pyz_url_defaults_to_the_scripts_directory_of_the_server() -> None:
     """The zipapp is fetched from <server>/scripts/harmonic-install.pyz unless --pyz-url says otherwise."""
-    default = maas.user_data(_spec())["write_files"][0]["content"]
+    default = userdata.user_data(_spec())["write_files"][0]["content"]
     assert "http://127.0.0.1:8080/scripts/harmonic-install.pyz" in default
-    custom = maas.user_data(_spec(pyz_url="http://127.0.0.2/x.pyz"))["write_files"][0]["content"]
+    custom = userdata.user_data(_spec(pyz_url="http://127.0.0.2/x.pyz"))["write_files"][0]["content"]
     assert "http://127.0.0.2/x.pyz" in custom
 
 
@@ -293,7 +293,7 @@ def test_pyz_url_defaults_to_the_scripts_directory_of_the_server() -> None:
 def test_user_data_rejects_bad_input_as_usage_error(kwargs: dict[str, object]) -> None:
     """Bad hashes, URLs, keys, plaintext where a hash belongs, and control characters are refused (exit 2)."""
     with pytest.raises(ConfigError) as err:
-        maas.render_user_data(_spec(**kwargs))
+        userdata.render_user_data(_spec(**kwargs))
     assert err.value.exit_code == ExitCode.USAGE
 
 
@@ -350,7 +350,7 @@ def test_sha256_file_hashes_the_local_zipapp(tmp_path: Path) -> None:
 def test_yaml_emitter_round_trips_strings_that_need_care(value: str) -> None:
     """Every string, as a value, list item and nested list item, parses back unchanged."""
     data = {"k": value, "l": [value, [value, "x"]], "m": [{"n": value, "o": True, "p": 0}]}
-    assert yaml.safe_load(maas.to_yaml(data)) == data
+    assert yaml.safe_load(userdata.to_yaml(data)) == data
 
 
 # ---------------------------------------------------------------------------------------------- deploy command

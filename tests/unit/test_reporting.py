@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from harmonic_installer import __version__, cli, config, plan, reporting
+from harmonic_installer import __version__, cli, config, maas_events, maas_status, plan, reporting
 from harmonic_installer.errors import ExitCode
 from harmonic_installer.log import LogTail
 from tests.support.maas_server import MaasServer, closed_port
@@ -61,7 +61,7 @@ def report(outcome: str = "installed", **fields: object) -> plan.InstallReport:
 def test_oauth_header_is_plaintext_signature_of_the_secrets() -> None:
     """The header carries PLAINTEXT `consumer_secret&token_secret`, percent-encoded, and every OAuth field."""
     target = reporting.Target("http://m/MAAS/metadata/status/x", "ck", "", "tk", "s&cret")
-    header = reporting.oauth_header(target, timestamp=1700000000, nonce="n1")
+    header = maas_status.oauth_header(target, timestamp=1700000000, nonce="n1")
     assert header.startswith("OAuth ")
     assert 'oauth_signature="%26s%2526cret"' in header
     assert 'oauth_signature_method="PLAINTEXT"' in header
@@ -154,10 +154,10 @@ def test_the_failure_reaches_the_operators_event_log_of_an_in_memory_deploy(maas
 def test_the_stand_in_rolls_back_a_message_with_files_as_maas_does(maas: MaasServer) -> None:
     """The stand-in answers 204 to a message with files and then loses it whole, as MAAS for in-memory deploys."""
     target = target_for(maas)
-    transport = reporting.UrllibTransport()
+    transport = maas_status.UrllibTransport()
     body = {"event_type": "finish", "origin": "x", "name": PARENT, "description": "FAILED", "result": "FAIL"}
     body.update(timestamp=time.time(), files=[{"path": "a.log", "encoding": "base64", "content": "eA=="}])
-    headers = {"Authorization": reporting.oauth_header(target, timestamp=int(time.time()), nonce="n1")}
+    headers = {"Authorization": maas_status.oauth_header(target, timestamp=int(time.time()), nonce="n1")}
     status, _ = transport.post(maas.url, json.dumps(body).encode(), headers, 5)
     assert status == 204
     assert maas.received() == []
@@ -348,7 +348,7 @@ def test_explicit_settings_win_over_cloud_init_field_by_field(maas: MaasServer) 
     from harmonic_installer.cloudinit_cfg import WebhookConfig
 
     found = WebhookConfig("http://10.0.0.2:5248/MAAS/metadata/status/abc", "ck", "", "tk", "ts", source="x.cfg")
-    target = reporting.resolve_target(settings_with(maas_endpoint=maas.url), find=lambda: found)
+    target = maas_status.resolve_target(settings_with(maas_endpoint=maas.url), find=lambda: found)
     assert target is not None
     assert (target.endpoint, target.consumer_key, target.token_secret) == (maas.url, "ck", "ts")
     assert "settings" in target.source
@@ -362,7 +362,7 @@ def test_complete_settings_do_not_read_cloud_init(maas: MaasServer) -> None:
         raise AssertionError("cloud-init config read although the settings are complete")
 
     env = {k.removeprefix("HARMONIC_").lower(): v for k, v in maas.environ().items()}
-    target = reporting.resolve_target(settings_with(**env), find=find)
+    target = maas_status.resolve_target(settings_with(**env), find=find)
     assert target is not None
     assert target.source == "settings maas.*"
     assert target.token_secret == maas.token_secret
@@ -373,10 +373,10 @@ def test_reporting_off_when_disabled_or_unconfigured() -> None:
     from harmonic_installer.cloudinit_cfg import WebhookConfig
 
     found = WebhookConfig("http://10.0.0.2:5248/MAAS/metadata/status/abc", "ck", "", "tk", "ts")
-    assert reporting.resolve_target(settings_with(maas_enabled="false"), find=lambda: found) is None
-    assert reporting.resolve_target(settings_with(), find=lambda: None) is None
+    assert maas_status.resolve_target(settings_with(maas_enabled="false"), find=lambda: found) is None
+    assert maas_status.resolve_target(settings_with(), find=lambda: None) is None
     with capture_logs() as logs:
-        assert reporting.resolve_target(settings_with(maas_enabled="true"), find=lambda: None) is None
+        assert maas_status.resolve_target(settings_with(maas_enabled="true"), find=lambda: None) is None
     assert [e["event"] for e in logs] == ["report.not_configured"]
 
 
@@ -435,7 +435,7 @@ def test_success_is_a_start_event_maas_logs_for_a_deployed_node(maas: MaasServer
     rep.close()
     starts = [e for e in maas.received() if e["event_type"] == "start"]
     assert (starts[-1]["name"], starts[-1]["description"]) == (
-        reporting.INSTALLED_NAME,
+        maas_events.INSTALLED_NAME,
         f"Harmonic cOS {RELEASE} installed on /dev/sda",
     )
     maas.assert_well_formed()
@@ -448,7 +448,7 @@ def test_a_failed_run_sends_no_installed_event(maas: MaasServer) -> None:
     rep.step_finished("write", "failed", "ostree-production exited 1")
     rep.run_finished(report("failed", exit_code=6, error="ostree-production exited 1", failed_step="write"))
     rep.close()
-    assert reporting.INSTALLED_NAME not in {name for _, name, _ in maas.names()}
+    assert maas_events.INSTALLED_NAME not in {name for _, name, _ in maas.names()}
 
 
 def test_not_a_target_is_a_warning_not_a_failure(maas: MaasServer, site: Site, tmp_path: Path) -> None:  # noqa: F811

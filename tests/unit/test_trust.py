@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from harmonic_installer import config, plan, preview
-from harmonic_installer.state import directory_problem
+from harmonic_installer.trust import directory_problem
 from tests.unit.fakes import FakeDisks, FakeRunner
 
 
