@@ -3,8 +3,9 @@
 With download_http.py (one GET: redirects hop by hop, each with its own proxy decision, and the resend after a
 stale keep-alive) the only code that talks HTTP (httpx); the only one that retries (tenacity);
 download_verdict.py words the line of a download that ran out of attempts. `Downloader.fetch(spec)` returns a
-`VerifiedArtifact`, and nothing else in the project can make one: it is built in one place, right after the
-SHA-256 of the final file matched the expected value (pinned, or from SHA256SUMS, optionally gpg-verified).
+`VerifiedArtifact` (artifacts.py), and nothing else in the project can make one: this module holds the
+process' one mint token, used in one place (`verify`), right after the SHA-256 of the final file matched the
+expected value (pinned, or from SHA256SUMS, optionally gpg-verified).
 Operator documentation: docs/downloads.md.
 """
 
@@ -40,6 +41,15 @@ import structlog
 import tenacity  # noqa: TID251  # the one retry policy (DESIGN.md)
 
 from harmonic_installer import __version__, tls
+from harmonic_installer.artifacts import (
+    SOURCE_NONE,
+    SOURCE_PINNED,
+    SOURCE_SUMS,
+    SOURCE_SUMS_GPG,
+    ArtifactSpec,
+    VerifiedArtifact,
+    claim_mint,  # noqa: TID251  # the downloader holds the VerifiedArtifact mint
+)
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.download_follow import Follower
 from harmonic_installer.download_http import ClientPool, Exchange, stream_get
@@ -58,70 +68,19 @@ log = structlog.get_logger()
 httpcore.HTTP11Connection.READ_NUM_BYTES = 1024 * 1024
 
 MiB = 1024 * 1024
-SOURCE_PINNED = "pinned"
-SOURCE_SUMS = "SHA256SUMS"
-SOURCE_SUMS_GPG = "SHA256SUMS (gpg-verified)"
-SOURCE_NONE = "none (--insecure-allow-unverified)"
-_SOURCES = frozenset({SOURCE_PINNED, SOURCE_SUMS, SOURCE_SUMS_GPG, SOURCE_NONE})
-_SEAL = object()  # only _verified() holds it: no VerifiedArtifact without a checksum comparison
+_MINT = claim_mint()  # verify() is the one place that builds VerifiedArtifact, right after the comparison
 
 # What is worth another attempt: the one place the retry policy is declared (see also _Transient).
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 _RETRY_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
 
 _SUMS_LINE = re.compile(r"([0-9A-Fa-f]{64}) ([ *])(.+)")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _RELEASE = re.compile(r"^APOLLO_PLATFORM-(.+)\.iso$")
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 _HASH_BLOCK = 1 * MiB
 
 
 ProgressCallback = Callable[[str, int, int | None], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactSpec:
-    """One file to fetch: where from, where to, and how its checksum is known."""
-
-    url: str
-    dest_dir: Path
-    filename: str
-    sha256: str | None = None
-    sums_url: str | None = None
-    adopt_server_name: bool = False
-    label: str = ""
-    # Called with the file's total size as soon as the response headers announce it, before any body byte is
-    # read; raises to refuse the file (the ISO on a disk too small for it: PreflightError, exit 3).
-    size_check: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not is_plain_name(self.filename):
-            raise ValueError(f"ArtifactSpec.filename {self.filename!r} is not a plain file name")
-        if self.sha256 is not None and not _HEX64.fullmatch(self.sha256.lower()):
-            raise ValueError("ArtifactSpec.sha256 must be 64 hexadecimal digits")
-
-
-@dataclass(frozen=True, slots=True)
-class VerifiedArtifact:
-    """A file whose SHA-256 matched its expected value (or, explicitly allowed, had none to match)."""
-
-    path: Path
-    url: str
-    sha256: str
-    size: int
-    checksum_source: str
-    reused: bool
-    bytes_transferred: int
-    release: str | None = None
-    # (st_dev, st_ino, st_size, st_mtime_ns) of the file when it was verified: the writer confirms it is unchanged.
-    identity: tuple[int, int, int, int] | None = field(default=None, compare=False, kw_only=True)
-    _seal: object = field(default=None, repr=False, compare=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        if self._seal is not _SEAL:
-            raise TypeError("a VerifiedArtifact is made only by Downloader.fetch, after its checksum matched")
-        if not _HEX64.fullmatch(self.sha256) or self.checksum_source not in _SOURCES or self.size < 0:
-            raise ValueError("not a verified artifact")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +146,56 @@ class _FinalExists(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Expected:
-    sha256: str | None
+class Expected:
+    """The SHA-256 a file must have and where that value came from."""
+
+    sha256: str | None  # None: nothing to compare (checksums.allow_unverified)
     source: str
     sums: dict[str, str] | None = None  # the SHA256SUMS entries the value came from, if any
+
+
+def verify(
+    path: Path,
+    digest: str,
+    size: int,
+    expected: Expected,
+    *,
+    url: str,
+    url_shown: str,
+    reused: bool,
+    transferred: int,
+    publish: Callable[[], Path] | None = None,
+) -> VerifiedArtifact:
+    """The only maker of VerifiedArtifact: compare `digest` with the expected value, then (publish, then) seal.
+
+    Args:
+        path: the file whose SHA-256 is `digest` and whose size is `size`.
+        publish: called only after the comparison (renames the .part into place); returns the final path.
+
+    Raises:
+        ChecksumError: `digest` is not the expected value.
+    """
+    if expected.sha256 is not None and digest != expected.sha256:
+        raise ChecksumError(
+            f"verifying {url_shown}: SHA-256 mismatch: expected {expected.sha256} ({expected.source}), got {digest}",
+            f"file {path}, {size} bytes",
+        )
+    if publish is not None:
+        path = publish()
+    release_match = _RELEASE.match(path.name)
+    st = os.stat(path, follow_symlinks=False)
+    return VerifiedArtifact(
+        path=path,
+        url=url,
+        sha256=digest,
+        size=size,
+        checksum_source=expected.source,
+        reused=reused,
+        bytes_transferred=transferred,
+        release=release_match.group(1) if release_match else None,
+        identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+        mint=_MINT,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +215,7 @@ class _Transfer:
     meta: Path
     name: str | None = None
     revealed: bool = False
-    expected: _Expected | None = None
+    expected: Expected | None = None
     hasher: Any = None
     size: int = 0
     transferred: int = 0
@@ -427,11 +432,11 @@ class Downloader:
         t.name, t.revealed = name, revealed
         t.expected = self._expected(t, name)
 
-    def _expected(self, t: _Transfer, name: str) -> _Expected:
+    def _expected(self, t: _Transfer, name: str) -> Expected:
         spec = t.spec
         if spec.sha256:
             t.lg.info("download.checksum_source", source=SOURCE_PINNED, sha256=spec.sha256.lower())
-            return _Expected(spec.sha256.lower(), SOURCE_PINNED)
+            return Expected(spec.sha256.lower(), SOURCE_PINNED)
         if spec.sums_url:
             sums = self._load_sums(spec.sums_url)
             if sums.entries is not None:
@@ -445,7 +450,7 @@ class Downloader:
                     if candidate in sums.entries:
                         digest = sums.entries[candidate]
                         t.lg.info("download.checksum_source", source=sums.source, listed_as=candidate, sha256=digest)
-                        return _Expected(digest, sums.source, sums.entries)
+                        return Expected(digest, sums.source, sums.entries)
                 missing = f"{redact_url(spec.sums_url)} does not list {' or '.join(repr(c) for c in candidates)}"
             else:
                 missing = f"{redact_url(spec.sums_url)} does not exist (404)"
@@ -453,7 +458,7 @@ class Downloader:
             missing = "no pinned SHA-256 and no checksum file configured"
         if self._policy.allow_unverified:
             t.lg.warning("download.unverified", reason=missing, source=SOURCE_NONE)
-            return _Expected(None, SOURCE_NONE)
+            return Expected(None, SOURCE_NONE)
         raise DownloadError(
             f"verifying {t.url_shown}: no checksum for {name}: {missing}; pin it (iso.sha256) or publish "
             f"{self._policy.sums_name}; checksums.allow_unverified=true skips the check (insecure)"
@@ -542,40 +547,37 @@ class Downloader:
     def _verified(
         self, t: _Transfer, path: Path, digest: str, size: int, *, reused: bool, rename_from: Path | None = None
     ) -> VerifiedArtifact:
-        """The only constructor of VerifiedArtifact: compare, then (rename, then) build it."""
+        """Compare, then (rename, then) seal: the artifact of this transfer."""
         expected = t.expected
         assert expected is not None
-        if expected.sha256 is not None and digest != expected.sha256:
-            raise ChecksumError(
-                f"verifying {t.url_shown}: SHA-256 mismatch: expected {expected.sha256} ({expected.source}), "
-                f"got {digest}",
-                f"file {path}, {size} bytes",
-            )
+        publish = None
         if rename_from is not None:
-            if not t.revealed and t.spec.adopt_server_name and expected.sums:
-                path = self._name_from_sums(t, digest, expected.sums) or path
-            os.chmod(rename_from, 0o644)
-            os.replace(rename_from, path)
-            _fsync_dir(path.parent)
-            _discard(t.meta)
-        release_match = _RELEASE.match(path.name)
-        st = os.stat(path, follow_symlinks=False)
-        artifact = VerifiedArtifact(
-            path=path,
+
+            def publish() -> Path:
+                final = path
+                if not t.revealed and t.spec.adopt_server_name and expected.sums:
+                    final = self._name_from_sums(t, digest, expected.sums) or final
+                os.chmod(rename_from, 0o644)
+                os.replace(rename_from, final)
+                _fsync_dir(final.parent)
+                _discard(t.meta)
+                return final
+
+        artifact = verify(
+            path,
+            digest,
+            size,
+            expected,
             url=t.spec.url,
-            sha256=digest,
-            size=size,
-            checksum_source=expected.source,
+            url_shown=t.url_shown,
             reused=reused,
-            bytes_transferred=t.transferred,
-            release=release_match.group(1) if release_match else None,
-            identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-            _seal=_SEAL,
+            transferred=t.transferred,
+            publish=publish,
         )
         if not reused:
             t.lg.info(
                 "download.verified",
-                path=str(path),
+                path=str(artifact.path),
                 sha256=digest,
                 size=size,
                 source=expected.source,

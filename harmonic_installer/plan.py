@@ -27,9 +27,10 @@ from typing import Any
 import structlog
 
 from harmonic_installer import firmware, packages, preflight, proxy, reboot, writer
+from harmonic_installer.artifacts import ArtifactSpec, VerifiedArtifact
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.disks import DiskInfo, DiskProbe
-from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
+from harmonic_installer.download import Downloader, DownloadPolicy
 from harmonic_installer.errors import ExitCode, InstallerError, Interrupted, NotATargetHost
 from harmonic_installer.gpt import PartitionTable
 from harmonic_installer.report import (

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import structlog
 
+from harmonic_installer.artifacts import VerifiedArtifact
 from harmonic_installer.disks import DiskInfo
-from harmonic_installer.download import VerifiedArtifact
 from harmonic_installer.errors import ChecksumError, CommandError, WriteError
 from harmonic_installer.runner import Runner
 

@@ -917,8 +917,8 @@ def test_policy_from_settings() -> None:
 
 
 def test_verified_artifact_cannot_be_made_outside_fetch() -> None:
-    """Only Downloader.fetch makes a VerifiedArtifact: constructing one elsewhere raises, even with good values."""
-    with pytest.raises(TypeError, match=r"only by Downloader\.fetch"):
+    """Only the downloader makes a VerifiedArtifact: constructing one elsewhere raises, even with good values."""
+    with pytest.raises(TypeError, match=r"only by the downloader"):
         VerifiedArtifact(Path("/x"), "http://x", SHA, 1, SOURCE_PINNED, False, 1)
 
 
