@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from harmonic_installer.artifacts import SOURCE_PINNED, VerifiedArtifact
-from harmonic_installer.download import Expected, verify
+from harmonic_installer.download.verify import Expected, verify
 
 
 def verified_file(path: Path, *, url: str | None = None, sha256: str | None = None) -> VerifiedArtifact:
