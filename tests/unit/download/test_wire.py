@@ -1,4 +1,4 @@
-"""download_wire and download_follow against a raw loopback socket server: the fast body path and its fallbacks."""
+"""download/wire.py and follow.py against a raw loopback socket server: the fast body path and its fallbacks."""
 
 from __future__ import annotations
 
