@@ -7,7 +7,6 @@ calls MAAS or starts a process). Every value that reaches a shell word is valida
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import shlex
@@ -15,11 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from harmonic_installer import __version__
+from harmonic_installer import __version__, hashing
 from harmonic_installer.config import REBOOT_MARKER
 from harmonic_installer.errors import ConfigError
+from harmonic_installer.urls import is_http_url
 
 DEFAULT_PROFILE = "admin"
 DEFAULT_SERIES = "jammy"
@@ -110,15 +109,11 @@ def describe_image(path: Path, *, name: str | None = None, title: str | None = N
     title = title if title is not None else image_title(name)
     if not title or any(ord(c) < 0x20 or ord(c) == 0x7F for c in title):
         raise ConfigError(f"invalid image title: {title!r}")
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        size = path.stat().st_size
+        digest, size = hashing.sha256_file(path)
     except OSError as exc:
         raise ConfigError(f"cannot read image {path}: {exc.strerror}") from exc
-    return ImageFile(file_name, name, title, filetype, size, digest.hexdigest())
+    return ImageFile(file_name, name, title, filetype, size, digest)
 
 
 def import_command(
@@ -194,19 +189,14 @@ class UserDataSpec:
 
 def sha256_file(path: Path) -> str:
     """The SHA-256 of a local file, hex."""
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return hashing.sha256_file(path)[0]
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return digest.hexdigest()
 
 
 def _http_url(value: str, what: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname or any(c.isspace() for c in value):
+    if not is_http_url(value) or any(c.isspace() for c in value):
         raise ConfigError(f"{what} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
 

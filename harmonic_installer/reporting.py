@@ -22,7 +22,6 @@ go straight to MAAS, never through the HTTP proxy (MAAS is on the provisioning n
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import os
 import queue
@@ -42,7 +41,9 @@ import structlog
 
 from harmonic_installer import __version__, cloudinit_cfg, tls
 from harmonic_installer.config import Settings, redact_url
+from harmonic_installer.formats import http_timestamp
 from harmonic_installer.plan import InstallReport
+from harmonic_installer.urls import is_http_url
 
 log = structlog.get_logger()
 
@@ -110,8 +111,7 @@ def resolve_target(
         else:
             log.info("report.off", reason="no MAAS endpoint set or found in cloud-init's reporting config")
         return None
-    parts = urlsplit(endpoint)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if not is_http_url(endpoint):
         log.warning("report.off", reason=f"MAAS endpoint is not an http(s) URL: {redact_url(endpoint)!r}")
         return None
     return Target(source=" + ".join(sources), **merged)
@@ -453,7 +453,7 @@ class Reporter:
         if not date:
             return False
         try:
-            remote = email.utils.parsedate_to_datetime(date).timestamp()
+            remote = http_timestamp(date)
         except (TypeError, ValueError, IndexError, OverflowError):
             return False
         skew = int(remote - self._wall())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from typing import IO, Literal
 import httpx  # noqa: TID251  # the one owner of HTTP downloads (DESIGN.md)
 import structlog
 
-from harmonic_installer import __version__, tls
 from harmonic_installer.artifacts import ArtifactSpec, VerifiedArtifact
 from harmonic_installer.config import redact_url
 from harmonic_installer.download.checksums import Checksums
@@ -29,7 +27,6 @@ from harmonic_installer.download.partial import (
     discard,
     ensure_dir,
     fsync_dir,
-    hash_stream,
     open_regular,
     ours,
     resume_point,
@@ -37,12 +34,13 @@ from harmonic_installer.download.partial import (
 from harmonic_installer.download.policy import DownloadPolicy, Transient, retrying, transport_error
 from harmonic_installer.download.progress import ProgressBar, ProgressCallback, isatty
 from harmonic_installer.download.receive import Receiver
-from harmonic_installer.download.request import ClientPool, Exchange, stream_get
+from harmonic_installer.download.request import ClientPool, Exchange, client_factory, stream_get
 from harmonic_installer.download.small import get_small
 from harmonic_installer.download.transfer import FinalExists, Transfer
 from harmonic_installer.download.verdict import gave_up
 from harmonic_installer.download.verify import verify
 from harmonic_installer.errors import ChecksumError, DownloadError
+from harmonic_installer.hashing import sha256_stream
 from harmonic_installer.proxy import ProxyConfig
 from harmonic_installer.runner import Runner
 
@@ -80,7 +78,6 @@ class Downloader:
             raise ValueError("a keyring is configured: the Downloader needs a runner for gpgv")
         self._policy = policy
         self._proxy = proxy
-        self._transport = transport
         self._clock = clock
         self._sleep = sleep
         if progress_bar == "auto":
@@ -91,7 +88,7 @@ class Downloader:
             sinks.append((on_progress, 1.0))
         if bar is not None:
             sinks.append((bar, 0.25))
-        self._pool = ClientPool(proxy.proxy_for, self._new_client)
+        self._pool = ClientPool(proxy.proxy_for, client_factory(policy, transport))
         self._checksums = Checksums(policy, runner, self._get_small)
         self._receiver = Receiver(
             policy,
@@ -101,7 +98,6 @@ class Downloader:
             disk_free=disk_free or (lambda path: shutil.disk_usage(path).free),
             bind_name=self._bind_name,
         )
-        self._ssl: ssl.SSLContext | None = None
 
     def __enter__(self) -> Downloader:
         return self
@@ -227,7 +223,7 @@ class Downloader:
                 t.lg.warning("download.existing_unverifiable", path=str(final), action="downloading again")
                 final.unlink()
                 return None
-            hasher, size = hash_stream(f, None)
+            hasher, size = sha256_stream(f)
         digest = hasher.hexdigest()
         try:
             found = self._verified(t, final, digest, size, reused=True)
@@ -315,20 +311,3 @@ class Downloader:
 
     def _get_small(self, url: str) -> bytes | None:
         return get_small(self._pool, url, self._policy, clock=self._clock, sleep=self._sleep)
-
-    def _new_client(self, proxy: str | None) -> httpx.Client:
-        """An HTTP client for one proxy decision (redirects are followed by request.py, hop by hop)."""
-        if self._ssl is None:
-            self._ssl = tls.client_context(self._policy.ca_file)
-        p = self._policy
-        return httpx.Client(
-            trust_env=False,
-            proxy=proxy,
-            verify=self._ssl,
-            timeout=httpx.Timeout(
-                connect=p.connect_timeout_s, read=p.read_timeout_s, write=p.read_timeout_s, pool=p.connect_timeout_s
-            ),
-            headers={"Accept-Encoding": "identity", "User-Agent": f"harmonic-installer/{__version__}"},
-            follow_redirects=False,
-            transport=self._transport,
-        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import re
 from datetime import datetime, timezone
 from urllib.parse import unquote
@@ -11,6 +10,7 @@ from urllib.parse import unquote
 import httpx  # noqa: TID251  # download owner: reads httpx responses (DESIGN.md)
 
 from harmonic_installer.errors import DownloadError
+from harmonic_installer.formats import http_date
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
@@ -93,15 +93,6 @@ def retry_after(resp: httpx.Response) -> float | None:
     # Measured against the server's own Date: a freshly booted node's clock may be wrong.
     now = http_date(resp.headers.get("date", "")) or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
-
-
-def http_date(raw: str) -> datetime | None:
-    """An HTTP-date as an aware datetime (UTC when the zone is missing), or None."""
-    try:
-        when = email.utils.parsedate_to_datetime(raw.strip())
-    except (TypeError, ValueError, IndexError):
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def looks_like_html(head: bytes) -> bool:

@@ -15,14 +15,13 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from harmonic_installer.config import redact_url
-from harmonic_installer.download.progress import human
 from harmonic_installer.download.transfer import Transfer
 from harmonic_installer.errors import DownloadError
-
-_HASH_BLOCK = 1024 * 1024
+from harmonic_installer.formats import human_bytes as human
+from harmonic_installer.hashing import sha256_stream
 
 
 def resume_point(t: Transfer) -> tuple[int, str | None]:
@@ -144,21 +143,7 @@ def hash_prefix(path: Path, limit: int | None) -> tuple[Any, int]:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb", buffering=0) as f:
-        return hash_stream(f, limit)
-
-
-def hash_stream(f: IO[bytes], limit: int | None) -> tuple[Any, int]:
-    """A sha256 object over the next `limit` bytes of `f` (all when None), and the count hashed."""
-    hasher = hashlib.sha256()
-    done = 0
-    while limit is None or done < limit:
-        want = _HASH_BLOCK if limit is None else min(_HASH_BLOCK, limit - done)
-        block = f.read(want)
-        if not block:
-            break
-        hasher.update(block)
-        done += len(block)
-    return hasher, done
+        return sha256_stream(f, limit)
 
 
 def write_failed(t: Transfer, exc: OSError, total: int | None) -> DownloadError:

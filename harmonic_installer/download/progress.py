@@ -10,6 +10,7 @@ from typing import IO
 
 from harmonic_installer.download.policy import DownloadPolicy, Transient
 from harmonic_installer.download.transfer import OverBudget, Transfer
+from harmonic_installer.formats import human_bytes as human
 
 ProgressCallback = Callable[[str, int, int | None], None]
 
@@ -235,16 +236,6 @@ def isatty(stream: IO[str] | None) -> bool:
         return stream is not None and stream.isatty()
     except (AttributeError, ValueError):  # replaced or closed streams
         return False
-
-
-def human(n: float) -> str:
-    """A byte count for people: 512 B, 1.5 KiB, 3.2 GiB."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"  # pragma: no cover
 
 
 def duration(seconds: float) -> str:

@@ -28,10 +28,11 @@ from harmonic_installer.download.headers import (
 from harmonic_installer.download.naming import server_name
 from harmonic_installer.download.partial import discard, hash_prefix, ours, write_failed, write_meta
 from harmonic_installer.download.policy import RETRY_STATUSES, DownloadPolicy, Transient
-from harmonic_installer.download.progress import Meter, ProgressCallback, human
+from harmonic_installer.download.progress import Meter, ProgressCallback
 from harmonic_installer.download.transfer import FinalExists, OverBudget, Transfer
 from harmonic_installer.download.wire import body_chunks
 from harmonic_installer.errors import DownloadError
+from harmonic_installer.formats import human_bytes as human
 
 
 class Receiver:

@@ -11,18 +11,23 @@ worth another attempt: it is a DownloadError naming the proxy (credentials redac
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpcore  # noqa: TID251  # download owner: the read size of httpx's transport
 import httpx  # noqa: TID251  # download owner: the HTTP transport below the downloader
 import structlog
 
+from harmonic_installer import __version__, tls
 from harmonic_installer.config import redact_url
 from harmonic_installer.errors import DownloadError
+
+if TYPE_CHECKING:
+    from harmonic_installer.download.policy import DownloadPolicy
 
 log = structlog.get_logger()
 
@@ -78,6 +83,34 @@ class ClientPool:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+
+
+def client_factory(
+    policy: DownloadPolicy, transport: httpx.BaseTransport | None
+) -> Callable[[str | None], httpx.Client]:
+    """What makes the HTTP client of one proxy decision (redirects are followed here, hop by hop, not by httpx).
+
+    One TLS context (tls.py, with server.ca_file) is made on first use and shared by every client.
+    """
+    contexts: list[ssl.SSLContext] = []
+
+    def make(proxy: str | None) -> httpx.Client:
+        if not contexts:
+            contexts.append(tls.client_context(policy.ca_file))
+        p = policy
+        return httpx.Client(
+            trust_env=False,
+            proxy=proxy,
+            verify=contexts[0],
+            timeout=httpx.Timeout(
+                connect=p.connect_timeout_s, read=p.read_timeout_s, write=p.read_timeout_s, pool=p.connect_timeout_s
+            ),
+            headers={"Accept-Encoding": "identity", "User-Agent": f"harmonic-installer/{__version__}"},
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    return make
 
 
 @contextmanager

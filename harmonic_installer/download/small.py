@@ -10,10 +10,10 @@ import structlog
 from harmonic_installer.config import redact_url
 from harmonic_installer.download.headers import content_length, looks_like_html, retry_after
 from harmonic_installer.download.policy import RETRY_STATUSES, DownloadPolicy, Transient, retrying, transport_error
-from harmonic_installer.download.progress import human
 from harmonic_installer.download.request import ClientPool, Exchange, stream_get
 from harmonic_installer.download.verdict import gave_up
 from harmonic_installer.errors import DownloadError
+from harmonic_installer.formats import human_bytes as human
 
 log = structlog.get_logger()
 
