@@ -86,7 +86,7 @@ class Deps:
     runner: Runner
     disks: DiskProbe
     environ: Mapping[str, str]
-    http_transport: object | None = None  # an httpx transport (only download.py knows httpx)
+    http_transport: object | None = None  # an httpx transport (only the download package knows httpx)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     geteuid: Callable[[], int] = os.geteuid
