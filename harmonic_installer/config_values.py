@@ -7,7 +7,6 @@ ConfigError naming the key and where the value came from. No I/O.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import posixpath
 import re
@@ -17,6 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harmonic_installer.names import check_name, name_problem
+from harmonic_installer.noproxy import parse_entry as parse_no_proxy_entry
+from harmonic_installer.urls import is_http_url
 
 
 def as_str(raw: Any) -> str:
@@ -88,7 +89,7 @@ def as_float(minimum: float, maximum: float = 7 * DAY_S) -> Callable[[Any], floa
 def as_http_url(raw: Any) -> str:
     value = as_str(raw)
     parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if not is_http_url(value):
         raise ValueError(f"must be an http:// or https:// URL with a host, got {redact_url(value)!r}")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment")
@@ -189,22 +190,7 @@ def as_optional_str(raw: Any) -> str | None:
 def as_no_proxy(raw: Any) -> tuple[str, ...]:
     entries = as_list(raw)
     for entry in entries:
-        if entry == "*":
-            continue
-        host = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
-        try:
-            ipaddress.ip_network(host, strict=False)
-            continue
-        except ValueError:
-            pass
-        name = host[1:] if host.startswith(".") else host
-        name = name[2:] if name.startswith("*.") else name
-        if ":" in name:  # host:port entries are accepted by curl; the port is ignored for matching
-            name, _, port = name.rpartition(":")
-            if not port.isdigit():
-                raise ValueError(f"no_proxy entry {entry!r} is not a host, domain, IP or CIDR range")
-        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", name):
-            raise ValueError(f"no_proxy entry {entry!r} is not a host, domain, IP or CIDR range")
+        parse_no_proxy_entry(entry)
     return entries
 
 

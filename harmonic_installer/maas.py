@@ -7,13 +7,13 @@ calls MAAS or starts a process). Every value that reaches a shell word is valida
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harmonic_installer import hashing
 from harmonic_installer.errors import ConfigError
 
 DEFAULT_PROFILE = "admin"
@@ -94,27 +94,19 @@ def describe_image(path: Path, *, name: str | None = None, title: str | None = N
     title = title if title is not None else image_title(name)
     if not title or any(ord(c) < 0x20 or ord(c) == 0x7F for c in title):
         raise ConfigError(f"invalid image title: {title!r}")
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        size = path.stat().st_size
+        digest, size = hashing.sha256_file(path)
     except OSError as exc:
         raise ConfigError(f"cannot read image {path}: {exc.strerror}") from exc
-    return ImageFile(file_name, name, title, filetype, size, digest.hexdigest())
+    return ImageFile(file_name, name, title, filetype, size, digest)
 
 
 def sha256_file(path: Path) -> str:
-    """The SHA-256 of a local file, hex."""
-    digest = hashlib.sha256()
+    """The SHA-256 of a local file (the zipapp the user-data pins), hex."""
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return hashing.sha256_file(path)[0]
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return digest.hexdigest()
 
 
 def import_command(

@@ -5,30 +5,20 @@ Like cloud-init's and curtin's `OauthUrlHelper`, a client learns the skew from t
 signs with `local time + skew` and retries once. The skew file (/run/oauth_skew.json, `{host:port: seconds}`)
 is the one cloud-init and curtin share within a boot.
 
-`http_date` is the project's HTTP-date parser for MAAS answers (harmonic_installer/formats.py, when it
-lands, is meant to hold the one parser for every module; this one moves there then).
+The `Date` header is read with the project's one HTTP-date parser (formats.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import os
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 
+from harmonic_installer.formats import http_date
+
 SKEW_FILE = "/run/oauth_skew.json"
-
-
-def http_date(raw: str) -> datetime | None:
-    """An HTTP date (RFC 9110 IMF-fixdate, or the obsolete forms email.utils reads) as an aware datetime, or None."""
-    try:
-        when = email.utils.parsedate_to_datetime(raw.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def server_skew(headers: Mapping[str, str], local_wall: float) -> int | None:

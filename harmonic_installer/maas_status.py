@@ -23,6 +23,7 @@ import structlog
 
 from harmonic_installer import __version__, cloudinit_cfg, maas_clock, oauth, tls
 from harmonic_installer.config import Settings, redact_url
+from harmonic_installer.urls import is_http_url
 
 log = structlog.get_logger()
 
@@ -68,8 +69,7 @@ def resolve_target(
         else:
             log.info("report.off", reason="no MAAS endpoint set or found in cloud-init's reporting config")
         return None
-    parts = urlsplit(endpoint)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if not is_http_url(endpoint):
         log.warning("report.off", reason=f"MAAS endpoint is not an http(s) URL: {redact_url(endpoint)!r}")
         return None
     return Target(source=" + ".join(sources), **merged)

@@ -3,7 +3,7 @@
 A name is at most 255 bytes (the limit of ext4, tmpfs and every Linux file system the ISO may land on),
 starts with a letter or digit, holds only letters, digits and `. _ + ~ -`, and has no `..`: no path, no
 control character, nothing a shell or a later `rm` could misread. config.py validates settings with it,
-download.py the names it writes and the names a server offers.
+the download package the names it writes and the names a server offers.
 """
 
 from __future__ import annotations

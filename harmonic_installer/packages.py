@@ -9,7 +9,7 @@ from pathlib import Path
 
 import structlog
 
-from harmonic_installer.download import VerifiedArtifact
+from harmonic_installer.artifacts import VerifiedArtifact
 from harmonic_installer.errors import CommandError, PackageError
 from harmonic_installer.runner import Runner
 

@@ -27,9 +27,10 @@ from typing import Any
 import structlog
 
 from harmonic_installer import firmware, packages, plan_firmware, preflight, proxy, reboot, writer
+from harmonic_installer.artifacts import ArtifactSpec, VerifiedArtifact
 from harmonic_installer.config import Settings, redact_url
 from harmonic_installer.disks import DiskProbe
-from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
+from harmonic_installer.download import Downloader, DownloadPolicy
 from harmonic_installer.errors import ExitCode, InstallerError, Interrupted, NotATargetHost
 from harmonic_installer.plan_firmware import Done
 from harmonic_installer.report import (
@@ -72,7 +73,7 @@ class Deps:
     runner: Runner
     disks: DiskProbe
     environ: Mapping[str, str]
-    http_transport: object | None = None  # an httpx transport (only download.py knows httpx)
+    http_transport: object | None = None  # an httpx transport (only the download package knows httpx)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     geteuid: Callable[[], int] = os.geteuid

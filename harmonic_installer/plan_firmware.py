@@ -18,7 +18,7 @@ from harmonic_installer.gpt import PartitionTable
 from harmonic_installer.report import DESCRIPTIONS, INSTALL_STEPS, Outcome, StepRecorder
 
 if TYPE_CHECKING:  # annotations only: plan.py imports this module
-    from harmonic_installer.download import VerifiedArtifact
+    from harmonic_installer.artifacts import VerifiedArtifact
     from harmonic_installer.plan import Deps
 
 

@@ -12,6 +12,7 @@ import structlog
 from harmonic_installer.config import Settings
 from harmonic_installer.disks import DiskInfo, DiskProbe
 from harmonic_installer.errors import ConfigError, NotATargetHost, PreflightError
+from harmonic_installer.formats import human_bytes
 from harmonic_installer.packages import QUERY_TIMEOUT_S
 from harmonic_installer.trust import directory_problem
 
@@ -230,10 +231,7 @@ def check_image_fits(disk: DiskInfo, image_size: int, *, announced: bool = False
 
 
 def _size(n: int) -> str:
-    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+    return human_bytes(n, largest="TiB")
 
 
 def _matches(disk: DiskInfo, hints: dict[str, str | int]) -> bool:

@@ -6,11 +6,11 @@ and handed to the HTTP client explicitly. `os.environ` is never modified.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from harmonic_installer import noproxy
 from harmonic_installer.config import Settings, redact_url
 
 _PROXY_VARS = frozenset(
@@ -59,30 +59,4 @@ def resolve(settings: Settings) -> ProxyConfig:
 
 def bypasses(host: str, no_proxy: tuple[str, ...]) -> bool:
     """True when `host` matches a no_proxy entry: '*', a name, a domain suffix, an IP or a CIDR range."""
-    host = host.strip("[]").rstrip(".").lower()
-    try:
-        addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
-    except ValueError:
-        addr = None
-    for raw in no_proxy:
-        entry = raw.strip().lower()
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        bare = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
-        try:
-            network = ipaddress.ip_network(bare, strict=False)
-        except ValueError:
-            network = None
-        if network is not None:
-            if addr is not None and addr.version == network.version and addr in network:
-                return True
-            continue
-        if addr is not None:
-            continue
-        name = bare.rsplit(":", 1)[0] if bare.count(":") == 1 else bare
-        name = name.removeprefix("*").removeprefix(".")
-        if host == name or host.endswith("." + name):
-            return True
-    return False
+    return noproxy.bypasses(host, no_proxy)

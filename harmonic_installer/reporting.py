@@ -248,22 +248,13 @@ class Reporter:
                 self._drop(item, f"internal error: {exc!r}")
 
     def _handle(self, item: _Item) -> None:
-        if self._abandon.is_set():
-            self._drop(item, "run over, flush time used up", quiet=True)
+        skip = self._why_skip(item)
+        if skip:
+            self._drop(item, skip, quiet=True)
             return
         name = item.event["name"]
-        if item.child and item.event["event_type"] == "finish" and name not in self._children_shown:
-            self._drop(item, "its start never reached MAAS", quiet=True)
-            return
-        if self._closing and item.droppable and name in self._children_shown:
-            self._drop(item, "stale progress at the end of the run", quiet=True)
-            return
-        if self._clock() < self._cooldown_until and not item.important:
-            self._drop(item, "MAAS did not answer the last reports; not trying for a while", quiet=True)
-            return
-        attempts = 2 if item.important else 1
         error = ""
-        for attempt in range(attempts):
+        for attempt in range(2 if item.important else 1):
             if attempt:
                 self._abandon.wait(self._retry_wait)
                 if self._abandon.is_set():
@@ -283,6 +274,19 @@ class Reporter:
             if self._failures >= _FAILURES_BEFORE_COOLDOWN:
                 self._cooldown_until = self._clock() + _COOLDOWN_S
         self._drop(item, error)
+
+    def _why_skip(self, item: _Item) -> str:
+        """Why this event is not worth sending now ('' to send it): the routine, quiet drops."""
+        name = item.event["name"]
+        if self._abandon.is_set():
+            return "run over, flush time used up"
+        if item.child and item.event["event_type"] == "finish" and name not in self._children_shown:
+            return "its start never reached MAAS"
+        if self._closing and item.droppable and name in self._children_shown:
+            return "stale progress at the end of the run"
+        if self._clock() < self._cooldown_until and not item.important:
+            return "MAAS did not answer the last reports; not trying for a while"
+        return ""
 
     def _drop(self, item: _Item, reason: str, *, quiet: bool = False) -> None:
         """Count and log a dropped event: the first failure and a lost final event loudly, routine drops quietly."""

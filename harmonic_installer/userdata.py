@@ -13,11 +13,11 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from harmonic_installer import __version__
 from harmonic_installer.config import REBOOT_MARKER
 from harmonic_installer.errors import ConfigError
+from harmonic_installer.urls import is_http_url
 
 # Where the operator puts the zipapp on the web server, next to packages/ and apollo/ (docs/deploying.md).
 PYZ_URL_PATH = "scripts/harmonic-install.pyz"
@@ -61,8 +61,7 @@ class UserDataSpec:
 
 
 def _http_url(value: str, what: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname or any(c.isspace() for c in value):
+    if not is_http_url(value) or any(c.isspace() for c in value):
         raise ConfigError(f"{what} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import stat
@@ -20,15 +19,15 @@ from pathlib import Path
 
 import structlog
 
+from harmonic_installer.artifacts import VerifiedArtifact
 from harmonic_installer.disks import DiskInfo
-from harmonic_installer.download import VerifiedArtifact
 from harmonic_installer.errors import ChecksumError, CommandError, WriteError
+from harmonic_installer.hashing import sha256_stream
 from harmonic_installer.runner import Runner
 
 log = structlog.get_logger()
 
 _WIPE_BYTES = 1024 * 1024  # MBR + primary GPT at the start, backup GPT at the end
-_HASH_BLOCK = 1024 * 1024
 _BLKRRPART = 0x125F
 
 
@@ -135,11 +134,7 @@ def confirm_verified(image: VerifiedArtifact) -> None:
             log.info("write.iso_unchanged", iso=shown, sha256=image.sha256)
             return
         log.warning("write.iso_changed", iso=shown, verified=image.identity, now=now, action="hashing it again")
-        hasher = hashlib.sha256()
-        size = 0
-        for block in iter(lambda: f.read(_HASH_BLOCK), b""):
-            hasher.update(block)
-            size += len(block)
+        hasher, size = sha256_stream(f)
     digest = hasher.hexdigest()
     if digest != image.sha256 or size != image.size:
         raise ChecksumError(

@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from harmonic_installer import __version__, maas_clock, oauth
 from harmonic_installer.fleet.errors import FleetError, FleetExit, NotFound, Rejected
 from harmonic_installer.fleet.transport import Response, Transport
+from harmonic_installer.urls import is_http_url
 
 TIMESTAMP_WINDOW_S = 300  # piston3's OAuth check refuses timestamps further off the server's clock
 Query = Sequence[tuple[str, str]]
@@ -66,7 +67,7 @@ def oauth_header(key: ApiKey, *, timestamp: int, nonce: str) -> str:
 def api_url(url: str) -> str:
     """A MAAS URL as `maas login` stores it: ending in /api/<version>/ (maascli/utils.py `api_url`)."""
     parts = urlsplit(url.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if not is_http_url(url.strip()):
         raise FleetError(f"--maas-url must be an http:// or https:// URL, got {url!r}", FleetExit.USAGE)
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
     if re.search(r"/api/[0-9.]+/?$", path) is None:

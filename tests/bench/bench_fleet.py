@@ -12,7 +12,7 @@ Timeline, from the moment every agent has started:
     out_at + t503         that one is killed too: connections are refused
     out_at + t503 + tref  the normal nginx is back
 
-`--jitter off` replaces the policy's wait (download._Wait) with the same exponential backoff and the same
+`--jitter off` replaces the policy's wait (download.policy._Wait) with the same exponential backoff and the same
 Retry-After cap but no randomness (a bench-only monkeypatch; production has no such switch).
 Run one scenario per process: `python -m tests.bench.bench_fleet --agents 200 --jitter on`; prints JSON.
 """
@@ -144,20 +144,20 @@ def _no_jitter() -> None:
     """Bench-only: the policy's wait without randomness (same exponential steps, Retry-After exactly)."""
     import tenacity
 
-    from harmonic_installer import download
+    from harmonic_installer.download import policy
 
-    class NoJitterWait(download._Wait):
+    class NoJitterWait(policy._Wait):
         def __init__(self, initial: float, maximum: float, retry_after_max: float) -> None:
             super().__init__(initial, maximum, retry_after_max)
             self._backoff = tenacity.wait_exponential(multiplier=initial, max=maximum)  # type: ignore[assignment]
 
         def __call__(self, retry_state: tenacity.RetryCallState) -> float:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
-            if isinstance(exc, download._Transient) and exc.retry_after is not None:
+            if isinstance(exc, policy.Transient) and exc.retry_after is not None:
                 return min(exc.retry_after, self._retry_after_max)
             return float(self._backoff(retry_state))
 
-    download._Wait = NoJitterWait  # type: ignore[misc]
+    policy._Wait = NoJitterWait  # type: ignore[misc]
 
 
 def _capture_retries(counts: Counter[str], lock: threading.Lock) -> None:

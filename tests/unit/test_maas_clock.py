@@ -6,16 +6,16 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harmonic_installer import maas_clock
+from harmonic_installer import formats, maas_clock
 
 
 def test_http_date_reads_the_three_forms_and_refuses_garbage() -> None:
     """IMF-fixdate, and a zone-less date taken as UTC; junk is None, not an exception."""
     expected = datetime(2026, 12, 7, 16, 0, 0, tzinfo=timezone.utc)
-    assert maas_clock.http_date("Mon, 07 Dec 2026 16:00:00 GMT") == expected
-    assert maas_clock.http_date(" Mon, 07 Dec 2026 16:00:00 -0000 ") == expected
-    assert maas_clock.http_date("yesterday") is None
-    assert maas_clock.http_date("") is None
+    assert formats.http_date("Mon, 07 Dec 2026 16:00:00 GMT") == expected
+    assert formats.http_date(" Mon, 07 Dec 2026 16:00:00 -0000 ") == expected
+    assert formats.http_date("yesterday") is None
+    assert formats.http_date("") is None
 
 
 def test_server_skew_is_the_date_header_minus_our_clock() -> None:

@@ -15,8 +15,8 @@ from harmonic_installer import __version__, cli, config, maas_events, maas_statu
 from harmonic_installer.errors import ExitCode
 from harmonic_installer.log import LogTail
 from tests.support.maas_server import MaasServer, closed_port
+from tests.unit.download.kit import tls_cert  # noqa: F401 - fixture
 from tests.unit.fakes import FakeDisks, disk
-from tests.unit.test_download import tls_cert  # noqa: F401 - fixture
 from tests.unit.test_plan import RELEASE, Site, deps, make_settings, make_world, site  # noqa: F401 - fixture
 
 PARENT = "harmonic-installer"

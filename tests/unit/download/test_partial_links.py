@@ -1,5 +1,5 @@
-"""download: the final file, the .part and its sidecar are opened without following symlinks, judged by fstat of
-the descriptor; a planted link is removed (never its target) so a re-run is not stuck on it."""
+"""download/partial.py: the final file, the .part and its sidecar are opened without following symlinks, judged by
+fstat of the descriptor; a planted link is removed (never its target) so a re-run is not stuck on it."""
 
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ from structlog.testing import capture_logs
 
 from harmonic_installer.errors import DownloadError, ExitCode
 from tests.support.faults import ScriptedServer
-from tests.unit.test_download import (  # noqa: F401 - fixtures
+from tests.unit.download.kit import (
     CONTENT,
     SHA,
     FakeClock,
-    clock,
     downloader,
     events,
     leftovers,
     spec_for,
-    srv,
     url_digest,
 )
 
@@ -36,9 +34,9 @@ def _victim(tmp_path: Path, data: bytes = VICTIM) -> Path:
 
 @pytest.mark.parametrize("runs", [1, 2])
 def test_planted_part_symlink_is_removed_and_the_download_succeeds(
-    srv: ScriptedServer,  # noqa: F811
+    srv: ScriptedServer,
     tmp_path: Path,
-    clock: FakeClock,  # noqa: F811
+    clock: FakeClock,
     runs: int,
 ) -> None:
     """A .part symlink to another file: the link is removed with a warning, its target untouched; every run works."""
@@ -62,9 +60,9 @@ def test_planted_part_symlink_is_removed_and_the_download_succeeds(
 
 
 def test_part_symlink_to_a_valid_prefix_is_never_resumed(
-    srv: ScriptedServer,  # noqa: F811
+    srv: ScriptedServer,
     tmp_path: Path,
-    clock: FakeClock,  # noqa: F811
+    clock: FakeClock,
 ) -> None:
     """Even a link to a file holding a real prefix, with a matching sidecar, is not hashed or resumed from."""
     srv.add("/p/a.deb", CONTENT)
@@ -82,9 +80,9 @@ def test_part_symlink_to_a_valid_prefix_is_never_resumed(
 
 
 def test_sidecar_symlink_is_not_followed(
-    srv: ScriptedServer,  # noqa: F811
+    srv: ScriptedServer,
     tmp_path: Path,
-    clock: FakeClock,  # noqa: F811
+    clock: FakeClock,
 ) -> None:
     """A sidecar that is a link (to a file that would allow a resume) counts as no sidecar: the .part restarts."""
     srv.add("/p/a.deb", CONTENT)
@@ -103,9 +101,9 @@ def test_sidecar_symlink_is_not_followed(
 
 
 def test_final_name_symlink_is_not_reused_but_replaced(
-    srv: ScriptedServer,  # noqa: F811
+    srv: ScriptedServer,
     tmp_path: Path,
-    clock: FakeClock,  # noqa: F811
+    clock: FakeClock,
 ) -> None:
     """A link at the final name (to the right bytes, even) is not reused: the file is fetched and the link replaced."""
     srv.add("/p/a.deb", CONTENT)
@@ -122,9 +120,9 @@ def test_final_name_symlink_is_not_reused_but_replaced(
 
 
 def test_another_users_part_is_removed_not_a_dead_end(
-    srv: ScriptedServer,  # noqa: F811
+    srv: ScriptedServer,
     tmp_path: Path,
-    clock: FakeClock,  # noqa: F811
+    clock: FakeClock,
 ) -> None:
     """A .part owned by another user is removed with a warning and the file fetched afresh (not refused forever)."""
     if os.geteuid() != 0:
@@ -146,9 +144,9 @@ def test_another_users_part_is_removed_not_a_dead_end(
 
 
 def test_a_directory_at_the_part_name_is_refused_with_one_line(
-    srv: ScriptedServer,  # noqa: F811
+    srv: ScriptedServer,
     tmp_path: Path,
-    clock: FakeClock,  # noqa: F811
+    clock: FakeClock,
 ) -> None:
     """Something we would not remove (a directory) where the .part goes: exit 4 and a line saying what to do."""
     srv.add("/p/a.deb", CONTENT)

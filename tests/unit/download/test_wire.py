@@ -1,4 +1,4 @@
-"""download_wire and download_follow against a raw loopback socket server: the fast body path and its fallbacks."""
+"""download/wire.py and follow.py against a raw loopback socket server: the fast body path and its fallbacks."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harmonic_installer.download_follow import Follower
-from harmonic_installer.download_wire import body_chunks
+from harmonic_installer.download.follow import Follower
+from harmonic_installer.download.wire import body_chunks
 
 BODY = os.urandom(3 * 1024 * 1024 + 12345)  # several receive buffers and an odd tail
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from harmonic_installer.config import redact_url
-from harmonic_installer.download_http import Exchange
+from harmonic_installer.download.request import Exchange
 
 _NUMBERS = re.compile(r"\d+")
 

@@ -1,4 +1,4 @@
-"""download_http: stale keep-alive resends, per-hop proxy decisions and 407, against loopback servers."""
+"""download/request.py: stale keep-alive resends, per-hop proxy decisions and 407, against loopback servers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from harmonic_installer.errors import DownloadError, ExitCode
 from harmonic_installer.proxy import ProxyConfig
 from tests.support.faults import Reply, ScriptedServer
 from tests.support.relay import ClosingRelay
-from tests.unit.test_download import FakeClock, policy
+from tests.unit.download.kit import FakeClock, policy
 
 CONTENT = bytes(range(256)) * 400
 SHA = hashlib.sha256(CONTENT).hexdigest()
