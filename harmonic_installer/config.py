@@ -282,6 +282,13 @@ def _as_reboot_left_to(raw: Any) -> str | None:
     return value or None
 
 
+def _as_log_format(raw: Any) -> str:
+    value = _as_str(raw).lower()
+    if value not in {"text", "json"}:
+        raise ValueError(f"must be text or json, got {value[:40]!r}")
+    return value
+
+
 def _as_command_name(raw: Any) -> str:
     value = _as_str(raw)
     if not value or any(c.isspace() for c in value):
@@ -390,6 +397,9 @@ _KEYS: dict[str, _Key] = {
     "maas.progress_interval_s": _Key(
         "maas_progress_interval_s", _as_float(1, DAY_S), 60.0, "seconds between download progress reports to MAAS"
     ),
+    "log.format": _Key(
+        "log_format", _as_log_format, "text", "log lines on stderr: text (one readable line per event) or json"
+    ),
 }
 # Keys whose values are never displayed (settings listing, errors). MAAS's status API identifies the machine
 # by the OAuth token key alone (it does not check the signature of status messages), so the key is secret too.
@@ -464,6 +474,7 @@ class Settings:
     maas_timeout_s: float
     maas_flush_timeout_s: float
     maas_progress_interval_s: float
+    log_format: str
     # Run mode (flags only).
     proxy_enabled: bool = False
     install: bool = False

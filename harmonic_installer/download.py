@@ -46,6 +46,7 @@ from harmonic_installer.download_http import ClientPool, Exchange, stream_get
 from harmonic_installer.download_verdict import gave_up
 from harmonic_installer.download_wire import body_chunks
 from harmonic_installer.errors import ChecksumError, CommandError, DownloadError
+from harmonic_installer.log import is_interactive
 from harmonic_installer.names import is_plain_name
 from harmonic_installer.proxy import ProxyConfig
 from harmonic_installer.runner import Runner
@@ -287,8 +288,9 @@ class Downloader:
             transport: an httpx transport (tests); None for real sockets.
             clock, sleep: monotonic time and waiting (tests inject fakes).
             on_progress: called with (label, bytes done, total or None) at most once a second and at the end.
-            progress_bar: a stream to draw a progress bar on ("auto": stderr when it is a terminal, else
-                none); while a bar is drawn, download.progress log lines go to debug.
+            progress_bar: a stream to draw a progress bar on ("auto": stderr when a person watches it, see
+                log.is_interactive; else none, and download.progress is a plain log line every
+                progress_interval_s or 10 %); while a bar is drawn, download.progress log lines go to debug.
             disk_free: free bytes of a directory (default: shutil.disk_usage).
         """
         if policy.keyring is not None and runner is None:
@@ -300,7 +302,7 @@ class Downloader:
         self._clock = clock
         self._sleep = sleep
         if progress_bar == "auto":
-            progress_bar = sys.stderr if _isatty(sys.stderr) else None
+            progress_bar = sys.stderr if is_interactive(sys.stderr) else None
         self._bar = ProgressBar(progress_bar) if progress_bar is not None else None
         self._sinks: list[tuple[ProgressCallback, float]] = []
         if on_progress is not None:
@@ -1471,13 +1473,6 @@ def _discard(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def _isatty(stream: IO[str] | None) -> bool:
-    try:
-        return stream is not None and stream.isatty()
-    except (AttributeError, ValueError):  # replaced or closed streams
-        return False
 
 
 def _url_digest(url: str) -> str:
