@@ -113,8 +113,9 @@ def format_value(value: Any) -> str:
     """One value as written after `key=`: bare when it reads back unchanged, else a JSON string (one line).
 
     Numbers, true/false and null are written as JSON literals; lists and dicts as their compact JSON text,
-    quoted (they read back as that text); a string is quoted when it is empty, holds a space, a quote, a
-    backslash or a character that is not printable (a newline is written as \\n), or looks like a literal.
+    quoted (they read back as that text); other objects (a Path) as their text. A string is quoted when it
+    is empty, holds a space, a quote, a backslash or a character that is not printable (a newline is
+    written as \\n), or looks like a literal.
     """
     if isinstance(value, str):
         if _BARE.fullmatch(value) and value.isprintable() and not _LITERAL.fullmatch(value):
@@ -122,6 +123,8 @@ def format_value(value: Any) -> str:
         return _quote(value)
     if value is None or isinstance(value, (bool, int, float)):
         return json.dumps(value)
+    if not isinstance(value, (list, tuple, dict)):  # a Path, an exception, ...: as its text
+        return format_value(str(value))
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
     except (TypeError, ValueError):
@@ -266,7 +269,10 @@ def _journal_fields(event: Mapping[str, Any]) -> list[tuple[str, str]]:
         name = journal.field_name(str(key))
         if name is None or name == "EVENT":
             continue
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        if isinstance(value, (bool, int, float, list, tuple, dict)):
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        else:
+            text = str(value)
         fields.append((name, text))
     return fields
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 import structlog
@@ -120,6 +121,8 @@ def test_lists_and_dicts_read_back_as_their_json_text() -> None:
     fields = logsetup.parse_line(logsetup.render_line(_event(argv=["dpkg", "-i", "a b.deb"], d={"k": 1}))).fields
     assert json.loads(fields["argv"]) == ["dpkg", "-i", "a b.deb"]
     assert json.loads(fields["d"]) == {"k": 1}
+    assert logsetup.format_value(Path("/data/a b.iso")) == '"/data/a b.iso"'
+    assert logsetup.format_value(Path("/data/a.iso")) == "/data/a.iso"
 
 
 @pytest.mark.parametrize(
