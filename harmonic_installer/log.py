@@ -256,9 +256,10 @@ class _Output:
 
 
 def _journal_message(event: Mapping[str, Any]) -> str:
-    # The line without the time and level (journald keeps both) and without the padding.
+    # The line without the time and level (journald keeps both), the padding, or a '-' for no step.
     step_text, message, pairs = _body(event)
-    return f"{step_text} {message}" + "".join(f" {k}={v}" for k, v in pairs)
+    head = message if event.get("step") is None else f"{step_text} {message}"
+    return head + "".join(f" {k}={v}" for k, v in pairs)
 
 
 def _journal_fields(event: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -191,6 +191,7 @@ def test_logged_events_reach_the_journal_with_their_fields(journald: socket.sock
     assert first["REUSED"] == b"false"
     assert "SOURCE" not in first  # None: no field
     second = dict(parse_entry(receive(journald)[0]))
+    assert second["MESSAGE"] == b'install.warning warning="two\\nlines"'
     assert second["PRIORITY"] == b"4"
     assert second["WARNING"] == b"two\nlines"
     assert "STEP" not in second
