@@ -102,9 +102,10 @@ _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Bare words that would read back as another type are quoted when they are strings.
 _LITERAL = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null|NaN|-?Infinity")
-_BARE = re.compile(r'[^\s"\\]+')
+_BARE = re.compile(r'[^\s"\\\[{][^\s"\\]*')  # a bare string never starts with [ or { (those are JSON)
 _VALUE = re.compile(r'"(?:[^"\\]|\\.)*"|[^\s"\\]+')
-_PAIR = re.compile(r'([^\s="\\]+)=("(?:[^"\\]|\\.)*"|[^\s"\\]+)')
+_KEY = re.compile(r'([^\s="\\]+)=')
+_JSON = json.JSONDecoder()
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 _MICROS = re.compile(r"(\.\d{3})\d*Z$")
 
@@ -112,10 +113,10 @@ _MICROS = re.compile(r"(\.\d{3})\d*Z$")
 def format_value(value: Any) -> str:
     """One value as written after `key=`: bare when it reads back unchanged, else a JSON string (one line).
 
-    Numbers, true/false and null are written as JSON literals; lists and dicts as their compact JSON text,
-    quoted (they read back as that text); other objects (a Path) as their text. A string is quoted when it
-    is empty, holds a space, a quote, a backslash or a character that is not printable (a newline is
-    written as \\n), or looks like a literal.
+    Numbers, true/false and null are written as JSON literals, lists and dicts as compact JSON (unquoted: they
+    read back as lists and dicts), other objects (a Path) as their text. A string is quoted when it is empty,
+    holds a space, a quote, a backslash or a character that is not printable (a newline is written as \\n),
+    starts with [ or {, or looks like a literal.
     """
     if isinstance(value, str):
         if _BARE.fullmatch(value) and value.isprintable() and not _LITERAL.fullmatch(value):
@@ -125,11 +126,11 @@ def format_value(value: Any) -> str:
         return json.dumps(value)
     if not isinstance(value, (list, tuple, dict)):  # a Path, an exception, ...: as its text
         return format_value(str(value))
-    try:
+    try:  # compact JSON, unquoted: parse_line reads it back as the list or dict
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
     except (TypeError, ValueError):
-        text = str(value)
-    return text if _BARE.fullmatch(text) and text.isprintable() else _quote(text)
+        return format_value(str(value))
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def _quote(text: str) -> str:
@@ -211,13 +212,25 @@ def parse_line(line: str) -> LogLine:
             raise ValueError(f"log line: no space before {rest[pos : pos + 20]!r}")
         while pos < len(rest) and rest[pos].isspace():
             pos += 1
-        pair = _PAIR.match(rest, pos)
-        if pair is None:
+        key = _KEY.match(rest, pos)
+        if key is None:
             raise ValueError(f"log line: expected key=value at {rest[pos : pos + 20]!r}")
-        fields[pair.group(1)] = _read_value(pair.group(2))
-        pos = pair.end()
+        fields[key.group(1)], pos = _value_at(rest, key.end())
     step = None if step_text == "-" else str(_read_value(step_text))
     return LogLine(stamp, level.lower(), step, str(message), fields)
+
+
+def _value_at(text: str, pos: int) -> tuple[Any, int]:
+    """The value starting at `pos` (JSON list or dict, quoted string or bare word) and where it ends."""
+    if text.startswith(("[", "{"), pos):
+        try:
+            return _JSON.raw_decode(text, pos)
+        except ValueError:
+            raise ValueError(f"log line: bad JSON at {text[pos : pos + 20]!r}") from None
+    match = _VALUE.match(text, pos)
+    if match is None:
+        raise ValueError(f"log line: no value at {text[pos : pos + 20]!r}")
+    return _read_value(match.group(0)), match.end()
 
 
 def find_line(text: str) -> LogLine | None:

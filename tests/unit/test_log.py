@@ -116,11 +116,14 @@ def test_a_text_line_reads_like_a_sentence() -> None:
     )
 
 
-def test_lists_and_dicts_read_back_as_their_json_text() -> None:
-    """Containers are written as compact JSON (quoted when needed) and read back as that text."""
-    fields = logsetup.parse_line(logsetup.render_line(_event(argv=["dpkg", "-i", "a b.deb"], d={"k": 1}))).fields
-    assert json.loads(fields["argv"]) == ["dpkg", "-i", "a b.deb"]
-    assert json.loads(fields["d"]) == {"k": 1}
+def test_lists_and_dicts_are_compact_json_and_read_back_as_such() -> None:
+    """argv and other containers are written as compact JSON, unquoted, and read back as lists and dicts."""
+    argv = ["dpkg-query", "--show", "--showformat=${Status}\\t${Version}", "a b.deb", 'say "x"', "l1\nl2", "\u2028"]
+    line = logsetup.render_line(_event(argv=argv, d={"k": [1, None, True]}, empty=[], t=("a",), text="[x"))
+    assert 'argv=["dpkg-query","--show",' in line
+    assert len(line.splitlines()) == 1
+    fields = logsetup.parse_line(line).fields
+    assert fields == {"argv": argv, "d": {"k": [1, None, True]}, "empty": [], "t": ["a"], "text": "[x"}
     assert logsetup.format_value(Path("/data/a b.iso")) == '"/data/a b.iso"'
     assert logsetup.format_value(Path("/data/a.iso")) == "/data/a.iso"
 
@@ -134,6 +137,8 @@ def test_lists_and_dicts_read_back_as_their_json_text() -> None:
         '2026-12-07T16:16:01Z INFO - msg key="unterminated',
         "2026-12-07T16:16:01Z LOUD - msg",
         "2026-12-07T16:16:01Z INFO - msg notapair",
+        "2026-12-07T16:16:01Z INFO - msg argv=[1,",
+        '2026-12-07T16:16:01Z INFO - msg argv=["a"]x',
     ],
 )
 def test_other_lines_are_not_log_lines(line: str) -> None:
