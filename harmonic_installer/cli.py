@@ -90,6 +90,12 @@ def main_command(
         False, "--reimage", help="Image the disk even if NVRAM records it is installed already [install.reimage]."
     ),
     json_report: bool = typer.Option(False, "--json", help="Print the final report as JSON on stdout."),
+    log_format: str | None = typer.Option(
+        None,
+        "--log-format",
+        metavar="text|json",
+        help="Log lines on stderr: text (one readable line per event, the default) or json [log.format].",
+    ),
     config_file: Path | None = typer.Option(
         None, "--config", help="TOML config file (default /etc/harmonic-installer/config.toml if present)."
     ),
@@ -152,6 +158,7 @@ def main_command(
         "reboot.left_to": reboot_left_to,
         "install.reimage": True if reimage else None,
         "write.wipe_on_failure": False if keep_disk_on_failure else None,
+        "log.format": log_format,
     }
     obj = ctx.ensure_object(dict)
     obj["flags"] = flags
@@ -167,12 +174,17 @@ def main_command(
 def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
     import structlog
 
+    from harmonic_installer import journal, plan, preview
     from harmonic_installer import log as logsetup
-    from harmonic_installer import plan, preview
 
     log = structlog.get_logger()
     tail = logsetup.LogTail()
-    logsetup.configure(verbose=run_flags.verbose, tail=tail)
+    # Under systemd the events also go to the journal with their fields (the console keeps the readable line).
+    sink = journal.for_process(os.environ, sys.stderr)
+    # Until the settings are read (a bad one is logged too): the format the flag or the environment asks for.
+    asked = str(obj["flags"].get("log.format") or os.environ.get(config.env_name("log.format")) or "")
+    early = asked.strip().lower() if asked.strip().lower() in logsetup.LOG_FORMATS else "text"
+    logsetup.configure(verbose=run_flags.verbose, tail=tail, fmt=early, sink=sink)
     settings: config.Settings | None = None
     try:
         environ = config.default_environ()
@@ -183,6 +195,8 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
             environ=environ,
             cmdline=config.read_kernel_cmdline(environ),
         )
+        if settings.log.format != early:
+            logsetup.configure(verbose=run_flags.verbose, tail=tail, fmt=settings.log.format, sink=sink)
         for key in config.credentials_in_flags(settings):
             log.warning(
                 "config.credentials_on_command_line",

@@ -199,6 +199,11 @@ class Maas:
 
 
 @dataclass(frozen=True, slots=True)
+class Log:
+    format: str = setting(v.as_log_format, "text", "log lines on stderr: text (one readable line per event) or json")
+
+
+@dataclass(frozen=True, slots=True)
 class RunFlags:
     """Run-mode flags from the command line (not settings in the file/env sense)."""
 
@@ -226,6 +231,7 @@ class Settings:
     install: Install = field(default_factory=Install)
     firmware: Firmware = field(default_factory=Firmware)
     maas: Maas = field(default_factory=Maas)
+    log: Log = field(default_factory=Log)
     # Not settings: the run mode (flags only), the file read, and where each value came from.
     mode: RunFlags = field(default_factory=RunFlags)
     config_file: Path | None = None

@@ -226,6 +226,13 @@ def as_reboot_left_to(raw: Any) -> str | None:
     return value or None
 
 
+def as_log_format(raw: Any) -> str:
+    value = as_str(raw).lower()
+    if value not in {"text", "json"}:
+        raise ValueError(f"must be text or json, got {value[:40]!r}")
+    return value
+
+
 def as_command_name(raw: Any) -> str:
     value = as_str(raw)
     if not value or any(c.isspace() for c in value):

@@ -32,7 +32,7 @@ from harmonic_installer.download.partial import (
     resume_point,
 )
 from harmonic_installer.download.policy import DownloadPolicy, Transient, retrying, transport_error
-from harmonic_installer.download.progress import ProgressBar, ProgressCallback, isatty
+from harmonic_installer.download.progress import ProgressBar, ProgressCallback
 from harmonic_installer.download.receive import Receiver
 from harmonic_installer.download.request import ClientPool, Exchange, client_factory, stream_get
 from harmonic_installer.download.small import get_small
@@ -41,6 +41,7 @@ from harmonic_installer.download.verdict import gave_up
 from harmonic_installer.download.verify import verify
 from harmonic_installer.errors import ChecksumError, DownloadError
 from harmonic_installer.hashing import sha256_stream
+from harmonic_installer.log import is_interactive
 from harmonic_installer.proxy import ProxyConfig
 from harmonic_installer.runner import Runner
 
@@ -70,8 +71,9 @@ class Downloader:
             transport: an httpx transport (tests); None for real sockets.
             clock, sleep: monotonic time and waiting (tests inject fakes).
             on_progress: called with (label, bytes done, total or None) at most once a second and at the end.
-            progress_bar: a stream to draw a progress bar on ("auto": stderr when it is a terminal, else
-                none); while a bar is drawn, download.progress log lines go to debug.
+            progress_bar: a stream to draw a progress bar on ("auto": stderr when a person watches it, see
+                log.is_interactive; else none, and download.progress is a plain log line every
+                progress_interval_s or 10 %); while a bar is drawn, download.progress log lines go to debug.
             disk_free: free bytes of a directory (default: shutil.disk_usage).
         """
         if policy.keyring is not None and runner is None:
@@ -81,7 +83,7 @@ class Downloader:
         self._clock = clock
         self._sleep = sleep
         if progress_bar == "auto":
-            progress_bar = sys.stderr if isatty(sys.stderr) else None
+            progress_bar = sys.stderr if is_interactive(sys.stderr) else None
         bar = ProgressBar(progress_bar) if progress_bar is not None else None
         sinks: list[tuple[ProgressCallback, float]] = []
         if on_progress is not None:

@@ -230,14 +230,6 @@ class ProgressBar:
         self._stream.flush()
 
 
-def isatty(stream: IO[str] | None) -> bool:
-    """The stream is a terminal (False for a replaced or closed one)."""
-    try:
-        return stream is not None and stream.isatty()
-    except (AttributeError, ValueError):  # replaced or closed streams
-        return False
-
-
 def duration(seconds: float) -> str:
     """Seconds as M:SS, or H:MM:SS from an hour."""
     s = round(seconds)

@@ -167,8 +167,8 @@ class NetworkBoot:
     history: str
 
     def events(self) -> list[dict[str, object]]:
-        """The installer's JSON events on the serial console."""
-        return scenarios.json_events(self.vm.lines)
+        """The installer's log lines on the serial console, read back (log.find_line)."""
+        return scenarios.log_events(self.vm.lines)
 
     def event(self, name: str) -> dict[str, object] | None:
         """The last event called `name`, if any."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import re
 import subprocess
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from harmonic_installer.log import find_line
 from tests.e2e import vm
 from tests.e2e.proxy import Proxy, tinyproxy
 from tests.support import standin
@@ -130,8 +130,8 @@ class ScenarioResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def events(self) -> list[dict[str, object]]:
-        """The installer's JSON log lines found on the serial console (journal+console prefixes stripped)."""
-        return json_events(self.vm.lines)
+        """The installer's log lines found on the serial console, read back (log.find_line)."""
+        return log_events(self.vm.lines)
 
     def python_version(self) -> str | None:
         """The Python the installer ran on in the guest (its `install.started` event), e.g. '3.10.13'."""
@@ -154,20 +154,14 @@ class ScenarioResult:
         return head == iso and vm.nonzero_bytes(self.disk) == len(iso) - iso.count(0)
 
 
-def json_events(lines: Sequence[vm.SerialLine]) -> list[dict[str, object]]:
-    """The installer's JSON log lines among serial lines (journal+console prefixes stripped; `_t`: when seen)."""
+def log_events(lines: Sequence[vm.SerialLine]) -> list[dict[str, object]]:
+    """The installer's log lines among serial lines, read back with log.find_line (past a journal+console or
+    cloud-init prefix) as dicts shaped like JSON log records; `_t`: when the line was seen."""
     found = []
     for line in lines:
-        start = line.text.find("{")
-        if start < 0 or '"event"' not in line.text:
-            continue
-        try:
-            event = json.loads(line.text[start:])
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            event["_t"] = line.t
-            found.append(event)
+        parsed = find_line(line.text)
+        if parsed is not None:
+            found.append({**parsed.as_event(), "_t": line.t})
     return found
 
 

@@ -34,6 +34,11 @@ def _assert_installed(r: ScenarioResult) -> None:
         assert steps[name].get("status") in ({"ok", "skipped"} if name == "reboot" else {"ok"}), steps[name]
     assert "Harmonic cOS installed" in r.vm.serial, _explain(r)
     assert r.web.release in r.vm.serial
+    # The console is for people: one readable line per event (read back above), no JSON record, no progress bar,
+    # and the download's progress as plain lines.
+    assert '"event": "' not in r.vm.serial, f"a JSON log record on the console\n{_explain(r)}"
+    assert r.vm.first(r"\[[#-]{30}\]") is None, "a progress bar was drawn on the console"
+    assert any(e.get("event") == "download.progress" for e in r.events()), _explain(r)
     assert r.vm.first(r"Proceed with installing .* on /dev/sda\?") is not None, "the tool did not ask"
 
 

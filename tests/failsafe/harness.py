@@ -9,7 +9,6 @@ Tests that need the real tools run in the isolated root (tests/support/sandbox.p
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -18,9 +17,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from harmonic_installer.log import LogLine, parse_line
 from tests.support.loopdev import LoopDevice, MiB, loop_device, read_device
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _log_line(line: str) -> LogLine | None:
+    try:
+        return parse_line(line)
+    except ValueError:
+        return None
+
+
 TRIPWIRES = ("dpkg", "dpkg-query", "dpkg-deb", "ostree-production", "tripwire-reboot")
 
 
@@ -33,29 +42,12 @@ class Run:
     stderr: str
 
     def operator_lines(self) -> list[str]:
-        """The stderr lines meant for the operator: everything that is not a JSON log record."""
-        lines = []
-        for line in self.stderr.splitlines():
-            try:
-                if isinstance(json.loads(line), dict):
-                    continue
-            except ValueError:
-                pass
-            if line.strip():
-                lines.append(line)
-        return lines
+        """The stderr lines meant for the operator alone: everything that is not a log line (log.parse_line)."""
+        return [line for line in self.stderr.splitlines() if line.strip() and _log_line(line) is None]
 
     def log_events(self) -> list[dict[str, object]]:
-        """The JSON log records on stderr."""
-        events = []
-        for line in self.stderr.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                events.append(record)
-        return events
+        """The log lines on stderr, each read back (log.parse_line) as a dict shaped like a JSON log record."""
+        return [parsed.as_event() for parsed in map(_log_line, self.stderr.splitlines()) if parsed is not None]
 
     def explain(self) -> str:
         """Everything, for an assertion message."""

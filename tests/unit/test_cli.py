@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harmonic_installer import cli, config, plan
+from harmonic_installer import log as logsetup
 from harmonic_installer.errors import ExitCode
 from tests.unit.fakes import FakeDisks, FakeRunner, disk
 from tests.unit.test_plan import Site, make_world, site  # noqa: F401 - fixture
@@ -58,6 +59,37 @@ def test_bad_setting_value_exits_2_naming_the_key(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert "server.url" in err
     assert "Traceback" not in err
+
+
+def test_bad_log_format_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-format xml is a bad setting like any other: exit 2, one line naming log.format, nothing run."""
+    assert cli.main(["-i", "--log-format", "xml"], deps_factory=Boom()) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    operator = [line for line in err.splitlines() if logsetup.find_line(line) is None]
+    assert operator == ["harmonic-install: invalid log.format (from flag): must be text or json, got 'xml'"]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "as_json"),
+    [([], {}, False), (["--log-format", "json"], {}, True), ([], {"HARMONIC_LOG_FORMAT": "json"}, True),
+     (["--log-format=text"], {"HARMONIC_LOG_FORMAT": "json"}, False)],
+)  # fmt: skip
+def test_log_lines_are_text_unless_json_is_asked_for(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str],
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Off a terminal too the log is one readable line per event; --log-format json or log.format=json: JSON."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main([*args, "-i", "--iso-sha256", "zz"], deps_factory=Boom()) == ExitCode.USAGE
+    (line, said) = capsys.readouterr().err.splitlines()
+    assert said.startswith("harmonic-install: invalid iso.sha256")
+    if as_json:
+        assert json.loads(line)["event"] == "run.failed"
+    else:
+        parsed = logsetup.parse_line(line)
+        assert (parsed.level, parsed.message, parsed.fields["exit_code"]) == ("error", "run.failed", 2)
 
 
 def test_without_i_prints_the_plan(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -128,7 +160,8 @@ def test_combined_flags_and_json_install(site: Site, tmp_path: Path, capsys: pyt
     assert [s["name"] for s in report["steps"]] == list(plan.STEPS)
     assert report["steps"][-1]["status"] == "skipped"
     # The log says which Python runs the installer (the target's is 3.10; the VM tests check it from the serial).
-    started = [json.loads(line) for line in captured.err.splitlines() if '"install.started"' in line]
+    lines = [logsetup.find_line(line) for line in captured.err.splitlines()]
+    started = [line.fields for line in lines if line is not None and line.message == "install.started"]
     assert [e["python"] for e in started] == [platform.python_version()]
 
 

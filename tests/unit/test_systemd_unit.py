@@ -151,13 +151,15 @@ def test_unit_runs_only_when_asked_and_once_per_boot() -> None:
 
 
 def test_unit_orders_after_network_and_cloud_init_and_logs_to_console() -> None:
-    """Network-online is wanted and waited for; cloud-final comes first; output goes to journal and console."""
+    """Network-online is wanted and waited for; cloud-final comes first; the log goes to the console as lines
+    (to the journal natively, as the report on stdout tells the program: journal.for_process), the report to both."""
     unit = _unit_sections(UNIT.read_text())
     after = unit["Unit"]["After"].split()
     assert {"network-online.target", "multi-user.target", "cloud-final.service"} <= set(after)
     assert "network-online.target" in unit["Unit"]["Wants"].split()
     assert unit["Service"]["StandardOutput"] == "journal+console"
-    assert unit["Service"]["StandardError"] == "journal+console"
+    assert unit["Service"]["StandardError"] == "tty"
+    assert unit["Service"]["TTYPath"] == "/dev/console"
     assert unit["Service"]["TimeoutStartSec"]
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 

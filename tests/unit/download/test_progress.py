@@ -180,11 +180,20 @@ def test_progress_bar_on_a_terminal_quiets_progress_logs(srv: ScriptedServer, tm
     assert all(p["log_level"] == "debug" for p in events(logs, "download.progress"))
 
 
-@pytest.mark.parametrize("tty", [True, False])
-def test_progress_bar_is_automatic_only_on_a_terminal(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock, tty: bool
+@pytest.mark.parametrize(
+    ("tty", "term", "journal", "bar"),
+    [
+        (True, "xterm", False, True),
+        (False, "xterm", False, False),
+        (True, "dumb", False, False),
+        (True, "vt220", True, False),
+    ],
+)
+def test_progress_bar_is_automatic_only_for_a_person_at_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock, tty: bool, term: str, journal: bool, bar: bool
 ) -> None:
-    """By default the bar is drawn on stderr when it is a terminal, and nowhere otherwise."""
+    """The bar is drawn on stderr only when it is a terminal, TERM is not dumb and systemd did not connect our
+    stdout or stderr to the journal (the unit's console is a TTY); otherwise download.progress is a plain line."""
 
     class Stderr(io.StringIO):
         def isatty(self) -> bool:
@@ -195,11 +204,21 @@ def test_progress_bar_is_automatic_only_on_a_terminal(
 
     err = Stderr()
     monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setenv("TERM", term)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    if journal:
+        st = os.fstat(1)
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
     spec = ArtifactSpec(url="http://127.0.0.1/a.deb", dest_dir=tmp_path, filename="a.deb", sha256=SHA, label="deb")
-    with Downloader(policy(), Direct(), transport=httpx.MockTransport(handler), clock=clock) as dl:
+    with (
+        capture_logs() as logs,
+        Downloader(policy(), Direct(), transport=httpx.MockTransport(handler), clock=clock) as dl,
+    ):
         dl.fetch(spec)
-    assert ("deb [" in err.getvalue()) is tty
-    assert ("100.0%" in err.getvalue()) is tty
+    assert ("deb [" in err.getvalue()) is bar
+    assert ("100.0%" in err.getvalue()) is bar
+    levels = {p["log_level"] for p in events(logs, "download.progress")}
+    assert levels == ({"debug"} if bar else {"info"})
 
 
 def test_progress_bar_renders_one_line() -> None:
