@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harmonic_installer import maas, userdata
+from harmonic_installer import config, maas, userdata
 from harmonic_installer.errors import ConfigError, ExitCode
 
 PYZ_SHA = hashlib.sha256(b"pyz").hexdigest()
@@ -205,7 +205,7 @@ def _run_install_script(
     workdir = tmp_path / "run"
     script = userdata.user_data(spec)["write_files"][0]["content"].replace(userdata.USERDATA_DIR, str(workdir))
     marker = tmp_path / "reboot-wanted"
-    script = script.replace(str(userdata.REBOOT_MARKER), str(marker))
+    script = script.replace(str(config.REBOOT_MARKER), str(marker))
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (tmp_path / "served.pyz").write_bytes(served)

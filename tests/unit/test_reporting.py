@@ -3,6 +3,7 @@ delays or changes the install beyond a bounded flush."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -29,8 +30,8 @@ def maas() -> Iterator[MaasServer]:
         yield server
 
 
-def target_for(server: MaasServer, endpoint: str | None = None) -> reporting.Target:
-    return reporting.Target(
+def target_for(server: MaasServer, endpoint: str | None = None) -> maas_status.Target:
+    return maas_status.Target(
         endpoint=endpoint or server.url,
         consumer_key=server.consumer_key,
         token_key=server.token_key,
@@ -60,7 +61,7 @@ def report(outcome: str = "installed", **fields: object) -> plan.InstallReport:
 
 def test_oauth_header_is_plaintext_signature_of_the_secrets() -> None:
     """The header carries PLAINTEXT `consumer_secret&token_secret`, percent-encoded, and every OAuth field."""
-    target = reporting.Target("http://m/MAAS/metadata/status/x", "ck", "", "tk", "s&cret")
+    target = maas_status.Target("http://m/MAAS/metadata/status/x", "ck", "", "tk", "s&cret")
     header = maas_status.oauth_header(target, timestamp=1700000000, nonce="n1")
     assert header.startswith("OAuth ")
     assert 'oauth_signature="%26s%2526cret"' in header
@@ -73,7 +74,7 @@ def test_oauth_header_is_plaintext_signature_of_the_secrets() -> None:
 
 def test_target_repr_hides_secrets() -> None:
     """A Target printed in a log or traceback shows no secret."""
-    target = reporting.Target("http://m/x", "ck", "csecret", "tk", "tsecret")
+    target = maas_status.Target("http://m/x", "ck", "csecret", "tk", "tsecret")
     assert "secret" not in repr(target).replace("secrets=***", "")
 
 
@@ -155,7 +156,13 @@ def test_the_stand_in_rolls_back_a_message_with_files_as_maas_does(maas: MaasSer
     """The stand-in answers 204 to a message with files and then loses it whole, as MAAS for in-memory deploys."""
     target = target_for(maas)
     transport = maas_status.UrllibTransport()
-    body = {"event_type": "finish", "origin": "x", "name": PARENT, "description": "FAILED", "result": "FAIL"}
+    body: dict[str, object] = {
+        "event_type": "finish",
+        "origin": "x",
+        "name": PARENT,
+        "description": "FAILED",
+        "result": "FAIL",
+    }
     body.update(timestamp=time.time(), files=[{"path": "a.log", "encoding": "base64", "content": "eA=="}])
     headers = {"Authorization": maas_status.oauth_header(target, timestamp=int(time.time()), nonce="n1")}
     status, _ = transport.post(maas.url, json.dumps(body).encode(), headers, 5)
@@ -270,7 +277,7 @@ def test_skew_is_shared_with_cloud_init_through_its_skew_file(maas: MaasServer, 
 def test_wrong_credentials_are_dropped_not_retried(maas: MaasServer) -> None:
     """A 401 without a clock problem is not retried: the event is dropped and counted."""
     rep = reporting.Reporter(
-        reporting.Target(maas.url, maas.consumer_key, "", maas.token_key, "wrong"), timeout_s=0.5, flush_timeout_s=2
+        maas_status.Target(maas.url, maas.consumer_key, "", maas.token_key, "wrong"), timeout_s=0.5, flush_timeout_s=2
     )
     rep.step_started("preflight", "check")
     stats = rep.close()
@@ -416,7 +423,7 @@ def test_plan_run_reports_every_step_to_maas(maas: MaasServer, site: Site, tmp_p
     """A whole install through plan.run produces the parent and one start/finish pair per step, in order."""
     rep = reporter_for(maas)
     base = deps(make_world(), tmp_path)
-    result = plan.run(make_settings(site, tmp_path), plan.Deps(**{**_fields(base), "observer": rep}))
+    result = plan.run(make_settings(site, tmp_path), dataclasses.replace(base, observer=rep))
     rep.close()
     assert result.exit_code == 0, result.error
     maas.assert_well_formed()
@@ -455,7 +462,7 @@ def test_not_a_target_is_a_warning_not_a_failure(maas: MaasServer, site: Site, t
     """A host without the disk: preflight is 'skipped', the parent finishes WARN (MAAS does not mark it failed)."""
     rep = reporter_for(maas)
     base = deps(make_world(), tmp_path, FakeDisks([]))
-    result = plan.run(make_settings(site, tmp_path), plan.Deps(**{**_fields(base), "observer": rep}))
+    result = plan.run(make_settings(site, tmp_path), dataclasses.replace(base, observer=rep))
     rep.close()
     assert result.outcome == "not-a-target"
     assert maas.names() == [
@@ -464,10 +471,6 @@ def test_not_a_target_is_a_warning_not_a_failure(maas: MaasServer, site: Site, t
         ("finish", f"{PARENT}/preflight", "SUCCESS"),
         ("finish", PARENT, "WARN"),
     ]
-
-
-def _fields(d: plan.Deps) -> dict[str, object]:
-    return {name: getattr(d, name) for name in plan.Deps.__dataclass_fields__}
 
 
 def _cli_args(site: Site, tmp_path: Path) -> list[str]:  # noqa: F811

@@ -214,7 +214,7 @@ def test_a_child_that_survives_sigkill_does_not_hang_the_runner(monkeypatch: pyt
             raise subprocess.TimeoutExpired("stuck", timeout)
 
     killed: list[int] = []
-    monkeypatch.setattr(runner.os, "killpg", lambda pid, sig: killed.append(sig))
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: killed.append(sig))
     monkeypatch.setattr(runner, "_REAP_AFTER_KILL_S", 0.01)
     with capture_logs() as logs:
         runner._stop(Stuck(), grace=0.01)  # type: ignore[arg-type]
