@@ -148,6 +148,7 @@ def _no_jitter() -> None:
     class NoJitterWait(download._Wait):
         def __init__(self, initial: float, maximum: float, retry_after_max: float) -> None:
             super().__init__(initial, maximum, retry_after_max)
+            # bench-only: the policy's jittered wait swapped for the plain exponential one
             self._backoff = tenacity.wait_exponential(multiplier=initial, max=maximum)  # type: ignore[assignment]
 
         def __call__(self, retry_state: tenacity.RetryCallState) -> float:
@@ -156,7 +157,7 @@ def _no_jitter() -> None:
                 return min(exc.retry_after, self._retry_after_max)
             return float(self._backoff(retry_state))
 
-    download._Wait = NoJitterWait  # type: ignore[misc]
+    download._Wait = NoJitterWait  # type: ignore[misc]  # bench-only: monkeypatched class
 
 
 def _capture_retries(counts: Counter[str], lock: threading.Lock) -> None:

@@ -36,7 +36,7 @@ def machine(status: str = "Deploying", **fields: object) -> Machine:
         "status_name": status,
     }
     values.update(fields)
-    return Machine(**values)  # type: ignore[arg-type]
+    return Machine(**values)  # type: ignore[arg-type]  # overrides untyped on purpose
 
 
 def ev(event_id: int, description: str, level: str = "DEBUG", type_: str = "Node status event") -> Event:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from harmonic_installer import __version__, cli, config, maas_events, maas_statu
 from harmonic_installer.errors import ExitCode
 from harmonic_installer.log import LogTail
 from tests.support.maas_server import MaasServer, closed_port
-from tests.unit.fakes import FakeDisks, disk
+from tests.unit.fakes import FakeDisks, FakeRunner, disk
 from tests.unit.test_download import tls_cert  # noqa: F401 - fixture
 from tests.unit.test_plan import RELEASE, Site, deps, make_settings, make_world, site  # noqa: F401 - fixture
 
@@ -47,13 +48,14 @@ def reporter_for(server: MaasServer, endpoint: str | None = None, **kwargs: obje
         "retry_wait_s": 0.05,
     }
     options.update(kwargs)
+    # overrides untyped on purpose
     return reporting.Reporter(target_for(server, endpoint), **options)  # type: ignore[arg-type]
 
 
 def report(outcome: str = "installed", **fields: object) -> plan.InstallReport:
     values: dict[str, object] = {"outcome": outcome, "exit_code": 0, "steps": ()}
     values.update(fields)
-    return plan.InstallReport(**values)  # type: ignore[arg-type]
+    return plan.InstallReport(**values)  # type: ignore[arg-type]  # overrides untyped on purpose
 
 
 # ---- OAuth ------------------------------------------------------------------------------------------------
@@ -615,7 +617,8 @@ def test_internal_error_still_fails_the_machine_in_maas(
         def boom(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
             raise RuntimeError("bug in a handler")
 
-        d.runner.handlers["dpkg-deb"] = boom  # type: ignore[attr-defined]
+        assert isinstance(d.runner, FakeRunner)
+        d.runner.handlers["dpkg-deb"] = boom
         return d
 
     assert cli.main(_cli_args(site, tmp_path), deps_factory=broken) == 1
@@ -631,9 +634,12 @@ def test_internal_error_still_fails_the_machine_in_maas(
 
 
 @pytest.mark.parametrize("trusted", [True, False])
-def test_https_reports_use_the_ca_file_of_the_downloads(trusted: bool, tls_cert: tuple[Path, object]) -> None:  # noqa: F811
+def test_https_reports_use_the_ca_file_of_the_downloads(
+    trusted: bool,
+    tls_cert: tuple[Path, ssl.SSLContext],  # noqa: F811
+) -> None:
     """Over https the reporter trusts server.ca_file (as downloads do): with it events arrive, without it none."""
-    with MaasServer(tls=tls_cert[1]) as server:  # type: ignore[arg-type]
+    with MaasServer(tls=tls_cert[1]) as server:
         rep = reporter_for(server, ca_file=tls_cert[0] if trusted else None)
         with capture_logs() as logs:
             rep.step_started("preflight", "check")
@@ -647,9 +653,12 @@ def test_https_reports_use_the_ca_file_of_the_downloads(trusted: bool, tls_cert:
             assert "CERTIFICATE_VERIFY_FAILED" in reasons[0]
 
 
-def test_start_passes_server_ca_file_to_the_reporter(tmp_path: Path, tls_cert: tuple[Path, object]) -> None:  # noqa: F811
+def test_start_passes_server_ca_file_to_the_reporter(
+    tmp_path: Path,
+    tls_cert: tuple[Path, ssl.SSLContext],  # noqa: F811
+) -> None:
     """reporting.start() builds its transport from the settings' server.ca_file: one TLS policy for the run."""
-    with MaasServer(tls=tls_cert[1]) as server:  # type: ignore[arg-type]
+    with MaasServer(tls=tls_cert[1]) as server:
         settings = config.load(environ={**server.environ(), "HARMONIC_SERVER_CA_FILE": str(tls_cert[0])}, cmdline="")
         rep = reporting.start(settings)
         assert rep is not None
