@@ -88,8 +88,8 @@ def main(argv: list[str]) -> int:
             results["fleet"] = fleet
     finally:
         if not a.keep_files:
-            for p in WORK.glob("www-*"):
-                shutil.rmtree(p, ignore_errors=True)
+            for www in WORK.glob("www-*"):
+                shutil.rmtree(www, ignore_errors=True)
     results["duration_s"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "results-quick.json" if a.quick else "results.json"

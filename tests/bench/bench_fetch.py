@@ -35,7 +35,9 @@ def main(argv: list[str]) -> int:
         httpcore.HTTP11Connection.READ_NUM_BYTES = int(read_size)
     server, iso_dir, *pairs = argv
     flags: dict[str, str] = {"server.url": server, "paths.iso_dir": iso_dir}
-    flags.update(pair.split("=", 1) for pair in pairs)  # type: ignore[misc]
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        flags[key] = value
     settings = config.load(flags=flags, environ={}, config_file=None)
     log.configure(stream=sys.stderr, json=True)
     _debs, iso = artifact_specs(settings)

@@ -30,7 +30,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.bench.bench_lib import WORK, MiB, make_file, write_sums
@@ -149,6 +148,7 @@ def _no_jitter() -> None:
     class NoJitterWait(policy._Wait):
         def __init__(self, initial: float, maximum: float, retry_after_max: float) -> None:
             super().__init__(initial, maximum, retry_after_max)
+            # bench-only: the policy's jittered wait swapped for the plain exponential one
             self._backoff = tenacity.wait_exponential(multiplier=initial, max=maximum)  # type: ignore[assignment]
 
         def __call__(self, retry_state: tenacity.RetryCallState) -> float:
@@ -157,14 +157,15 @@ def _no_jitter() -> None:
                 return min(exc.retry_after, self._retry_after_max)
             return float(self._backoff(retry_state))
 
-    policy._Wait = NoJitterWait  # type: ignore[misc]
+    policy._Wait = NoJitterWait  # type: ignore[misc]  # bench-only: monkeypatched class
 
 
 def _capture_retries(counts: Counter[str], lock: threading.Lock) -> None:
     """Count download.retry_scheduled per agent (from the ?agent= tag of the URL) and drop every event."""
     import structlog
+    from structlog.typing import EventDict, WrappedLogger
 
-    def record(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def record(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
         if event.get("event") == "download.retry_scheduled":
             url = str(event.get("url", ""))
             agent = parse_qs(urlsplit(url).query).get("agent", [str(event.get("artifact", "?"))])[0]
@@ -217,7 +218,7 @@ def run(
             label=f"agent-{st.index}",
         )
         dl = Downloader(policy, direct)
-        dl._client(spec.url)  # build the HTTP client (and its SSL context, ~30 ms of CPU) before the clock starts
+        dl._pool.client(spec.url)  # build the HTTP client (and its SSL context, ~30 ms of CPU) before the clock starts
         gate.wait()
         st.started = time.monotonic()
         try:

@@ -49,6 +49,7 @@ class CountingProxy(FaultProxy):
         self.bytes_to_client = 0
 
     def _respond(self, upstream: socket.socket, client: socket.socket, fault: Fault) -> None:
+        # _CountedSocket stands in for the socket (sendall counted, the rest delegated), not a socket subclass.
         super()._respond(upstream, _CountedSocket(client, self), fault)  # type: ignore[arg-type]
 
 

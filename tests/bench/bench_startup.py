@@ -41,7 +41,7 @@ class Startup:
     maxrss_kib: int
     ok: bool
     pyz_bytes: int | None = None
-    previous: dict[str, object] | None = None  # release, pyz_bytes, median_s of PREVIOUS_RELEASE, same run
+    previous: dict[str, str | int | float] | None = None  # release, pyz_bytes, median_s of PREVIOUS_RELEASE, same run
 
 
 def build_pyz() -> Path | None:

@@ -265,7 +265,7 @@ def _log(msg: str) -> None:
 
 def _run(argv: Sequence[str], **kwargs: object) -> None:
     _log("$ " + " ".join(argv))
-    subprocess.run(list(argv), check=True, **kwargs)  # type: ignore[call-overload]
+    subprocess.run(list(argv), check=True, **kwargs)  # type: ignore[call-overload]  # **kwargs: run() options as given
 
 
 @contextlib.contextmanager
@@ -726,7 +726,7 @@ class Vm:
         pending = b""
         with self.serial_log.open("wb") as log:
             while True:
-                chunk = out.read1(65536)  # type: ignore[attr-defined]
+                chunk = out.read1(65536)  # type: ignore[attr-defined]  # a BufferedReader; typeshed: IO[bytes]
                 if not chunk:
                     break
                 log.write(chunk)
@@ -799,7 +799,7 @@ class Vm:
                     reply = json.loads(f.readline())
                     if "return" in reply or "error" in reply:
                         break
-            return reply  # type: ignore[no-any-return]
+            return reply  # type: ignore[no-any-return]  # a QMP reply: a JSON object
 
     def powerdown(self) -> None:
         """Press the ACPI power button (the guest's logind powers off)."""

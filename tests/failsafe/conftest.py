@@ -12,6 +12,7 @@ import json
 from collections.abc import Generator
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from tests.failsafe.recorder import Case, Recorder
@@ -53,7 +54,9 @@ def failsafe(request: pytest.FixtureRequest) -> Recorder:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     """Close the test's cases with its outcome."""
     outcome = yield
     report = outcome.get_result()

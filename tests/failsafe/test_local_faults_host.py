@@ -9,7 +9,7 @@ import hashlib
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,9 +39,9 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "--lazy", str(path)], check=False)
 
 
-def _wait_for(cond: object, proc: subprocess.Popen[str], what: str, timeout: float = 30) -> None:
+def _wait_for(cond: Callable[[], bool], proc: subprocess.Popen[str], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
+    while not cond():
         assert proc.poll() is None, f"exited before {what}: {proc.communicate()}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
@@ -309,7 +309,7 @@ def test_final_line_tells_a_repeating_failure_from_a_flaky_network(
         srv.script(f"/apollo/{ISO_NAME}", *script)
         before = digest(loop.path, loop.size)
         env = {"HARMONIC_DOWNLOAD_ATTEMPTS": "3", "HARMONIC_DOWNLOAD_BACKOFF_MAX_S": "0"}
-        run = host.run([*install_args(srv, loop.path), *host.dirs()], env)  # type: ignore[arg-type]
+        run = host.run([*install_args(srv, loop.path), *host.dirs()], env)
         case.exit(run.returncode, run.explain())
         line = one_line(run) or ""
         case.check("one line: attempts, connections, last status and whose problem", all(s in line for s in says), line)

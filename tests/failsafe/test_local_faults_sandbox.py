@@ -7,13 +7,14 @@ SIGTERM/SIGINT during dpkg and during the write. A loop device is the disk; the 
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
 from tests.failsafe.harness import Run, digest, fill_pattern, no_traceback
 from tests.failsafe.recorder import Case, Recorder
-from tests.support.loopdev import MiB, first_difference, loop_device, read_device
+from tests.support.loopdev import LoopDevice, MiB, first_difference, loop_device, read_device
 from tests.support.sandbox import Command, CommandResult, Proxy, Sandbox, SessionResult, WebServer
 from tests.support.standin import (
     BOOTSTRAP,
@@ -115,7 +116,7 @@ def _common(case: Case, run: Run, says: str) -> None:
     case.check("no traceback", no_traceback(run), run.explain())
 
 
-def _disk(tmp_path: Path) -> object:
+def _disk(tmp_path: Path) -> AbstractContextManager[LoopDevice]:
     return loop_device(tmp_path / "disk", size=DISK)
 
 
@@ -157,7 +158,7 @@ def test_dpkg_fails(tmp_path: Path, failsafe: Recorder, name: str, injected: str
         write_sha256sums(web_root.root / "packages", [d.name for d in web_root.debs])
     web = WebServer(web_root.root)
     sandbox = _sandbox(tmp_path)
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         fill_pattern(loop.path, DISK)
         before = digest(loop.path, DISK)
         result = sandbox.run([_installer(web, loop.path), QUERY], web=web, devices=loop.nodes())
@@ -188,7 +189,7 @@ def test_vendor_tool_missing_after_the_install(tmp_path: Path, failsafe: Recorde
     )
     web = WebServer(_broken_web(tmp_path, upgrade=DebSpec(UPGRADE, depends=(f"{BOOTSTRAP} (= 2.0.41)",))).root)
     sandbox = _sandbox(tmp_path)
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         fill_pattern(loop.path, DISK)
         before = digest(loop.path, DISK)
         result = sandbox.run([_installer(web, loop.path)], web=web, devices=loop.nodes())
@@ -259,7 +260,7 @@ def test_vendor_tool_fails(
     web = WebServer(good.root)
     sandbox = _sandbox(tmp_path, conf)
     sandbox.write("/etc/failsafe-timeout.toml", "[write]\ntimeout_s = 4\n")
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         fill_pattern(loop.path, DISK)
         before = digest(loop.path, DISK)
         result = sandbox.run([_installer(web, loop.path, *extra), PS], web=web, devices=loop.nodes())
@@ -296,7 +297,7 @@ def test_reboot_command_fails(tmp_path: Path, good: WebRoot, failsafe: Recorder)
     )
     web = WebServer(good.root)
     sandbox = _sandbox(tmp_path)
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         result = sandbox.run(
             [_installer(web, loop.path, env={"HARMONIC_REBOOT_COMMAND": "/bin/false"})], web=web, devices=loop.nodes()
         )
@@ -324,7 +325,7 @@ def test_signal_during_dpkg_then_rerun(tmp_path: Path, good: WebRoot, failsafe: 
     )
     web = WebServer(good.root)
     sandbox = _sandbox(tmp_path)
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         fill_pattern(loop.path, DISK)
         before = digest(loop.path, DISK)
         wrapper = ("signal-during", sig, "0.5", 'pgrep -f "[p]ostinst configure"')
@@ -385,7 +386,7 @@ def test_signal_during_write_then_rerun(tmp_path: Path, good: WebRoot, failsafe:
     )
     web = WebServer(good.root)
     sandbox = _sandbox(tmp_path, "HANG=write\n")
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         fill_pattern(loop.path, DISK)
         wrapper = ("signal-during", sig, "0.3", "grep -q 'hanging at write' /var/log/ostree-standin.log")
         commands = [
@@ -486,7 +487,7 @@ def test_no_byte_reaches_the_disk_before_the_write_step(tmp_path: Path, good: We
     ]
     sandbox = _sandbox(tmp_path)
     sandbox.write("/etc/failsafe-keyring.gpg", b"")
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         fill_pattern(loop.path, DISK)
         before = digest(loop.path, DISK)
         commands: list[Command] = []
@@ -527,7 +528,7 @@ def test_files_have_safe_permissions_after_an_install(tmp_path: Path, good: WebR
         "/media/root-rw",
         *(f"/media/root-rw/{d.name}" for d in good.debs),
     ]
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         commands = [
             _installer(web, loop.path, "--no-reboot"),
             Command(("stat", "-c", "%a %U %n", *files)),
@@ -579,7 +580,7 @@ def test_no_secret_in_any_process_title_while_the_tool_writes(
     dump = "for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < $f; echo; done > /var/log/cmdlines.txt"
     cond = f"grep -q 'hanging at write' /var/log/ostree-standin.log && {{ {dump}; }}"
     env = {"HARMONIC_PROXY_URL": proxy.url.replace("://", f"://alice:{secret}@")}
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         command = _installer(
             web, loop.path, "-p", "--no-proxy", "localhost", env=env, wrapper=("signal-during", "TERM", "0", cond)
         )
@@ -604,7 +605,7 @@ def test_sigkill_during_the_write_leaves_no_writer_behind(tmp_path: Path, good: 
     )
     web = WebServer(good.root)
     sandbox = _sandbox(tmp_path, "HANG=write\n")
-    with _disk(tmp_path) as loop:  # type: ignore[attr-defined]
+    with _disk(tmp_path) as loop:
         fill_pattern(loop.path, DISK)
         wrapper = ("signal-during", "KILL", "0.3", "grep -q 'hanging at write' /var/log/ostree-standin.log")
         commands = [

@@ -159,7 +159,7 @@ def test_process_titles_show_no_secret(tmp_path: Path, failsafe: Recorder) -> No
         out, err = proc.communicate(timeout=30)
         run = Run(proc.returncode, out, err)
         case.exit(run.returncode, run.explain())
-        case.check("no secret in any process title", titles and _leaks(*titles) == [], "\n".join(titles))
+        case.check("no secret in any process title", bool(titles) and _leaks(*titles) == [], "\n".join(titles))
         case.check("no secret in the output or the log", _leaks(run.stdout, run.stderr) == [])
 
     flag = failsafe.case(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass
@@ -28,6 +29,13 @@ class File:
     # the end (a disk too small is then found after the download, not from the headers).
     announce_size: bool = True
     rate: int | None = None  # bytes per second, or None for full speed
+
+
+class Served(Protocol):
+    """Where install_args points the installer: a Site, or a tests.support.faults.ScriptedServer."""
+
+    @property
+    def url(self) -> str: ...
 
 
 @dataclass
@@ -139,7 +147,7 @@ def standard_files(iso: bytes, *, iso_file: File | None = None, iso_at: str = IS
     return files
 
 
-def install_args(site: Site, disk: str, *, iso_at: str = ISO_NAME) -> list[str]:
+def install_args(site: Served, disk: str, *, iso_at: str = ISO_NAME) -> list[str]:
     """`-i --no-reboot` against the site with the standard files and a disk."""
     return [
         "-i",

@@ -23,7 +23,8 @@ def kernel(tmp_path: Path) -> Path:
 
 def _cpio_names(data: bytes) -> dict[str, bytes]:
     """name -> content of a newc cpio archive."""
-    out, at = {}, 0
+    out: dict[str, bytes] = {}
+    at = 0
     while True:
         fields = [int(data[at + 6 + 8 * i : at + 14 + 8 * i], 16) for i in range(13)]
         size, namesize = fields[6], fields[11]

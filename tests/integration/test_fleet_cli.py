@@ -56,8 +56,12 @@ def fleet(api: MaasApi, *args: str) -> int:
 
 def event_id(api: MaasApi, system_id: str, type_: str, contains: str = "") -> int:
     """The id of the first event of that type (and description) for the machine."""
-    return next(
-        e["id"] for e in api.events if e["node"] == system_id and e["type"] == type_ and contains in e["description"]
+    return int(
+        next(
+            e["id"]
+            for e in api.events
+            if e["node"] == system_id and e["type"] == type_ and contains in e["description"]
+        )
     )
 
 

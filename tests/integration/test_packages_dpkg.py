@@ -15,27 +15,36 @@ from harmonic_installer import packages
 from harmonic_installer.download import ArtifactSpec, Downloader, DownloadPolicy, VerifiedArtifact
 from harmonic_installer.errors import ExitCode, PackageError
 from harmonic_installer.proxy import ProxyConfig
-from harmonic_installer.runner import CommandResult, SubprocessRunner
+from harmonic_installer.runner import CommandResult, Runner, SubprocessRunner
 from tests.support.faults import ScriptedServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(shutil.which("dpkg") is None, reason="dpkg not installed")]
 
 
-class RootedRunner:
+class RootedRunner(Runner):
     """The real runner, with dpkg and dpkg-query pointed at a private root instead of the host's database."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
         self._real = SubprocessRunner()
 
-    def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        answer: str | None = None,
+        check: bool = True,
+        log_output: bool = False,
+    ) -> CommandResult:
         args = list(argv)
         admin = [f"--root={self._root}", f"--admindir={self._root}/var/lib/dpkg"]
         if args[0] == "dpkg":
             args[1:1] = [*admin, "--force-not-root", "--force-script-chrootless"]
         elif args[0] == "dpkg-query":
             args[1:1] = admin
-        return self._real.run(args, **kw)  # type: ignore[arg-type]
+        return self._real.run(args, env=env, timeout=timeout, answer=answer, check=check, log_output=log_output)
 
 
 def build(pkgdir: Path, name: str, out: Path, depends: str = "") -> Path:

@@ -72,7 +72,9 @@ def test_disk_becomes_a_root_filesystem_tgz_and_the_pyz_prints_its_import_comman
         assert members["./etc/hostname"].gid == 5678
         assert members["./usr/sbin/harmonic-install"].mode & 0o777 == 0o755
         assert members["./usr/bin"].issym()
-        assert tar.extractfile("./etc/hostname").read() == b"harmonic-installer\n"  # type: ignore[union-attr]
+        hostname = tar.extractfile("./etc/hostname")
+        assert hostname is not None
+        assert hostname.read() == b"harmonic-installer\n"
     loops = subprocess.run(
         ["losetup", "--list", "--noheadings", "--output", "BACK-FILE"], capture_output=True, text=True, check=True
     )

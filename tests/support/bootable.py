@@ -141,7 +141,7 @@ def _uki(work: Path, kernel: Path, line: str) -> Path:
     initrd = work / "initrd.cpio.gz"
     initrd.write_bytes(_initramfs(line))
     out = work / "BOOTX64.EFI"
-    sections = ((".osrel", osrel, 0x20000), (".cmdline", cmdline, 0x30000))
+    sections: tuple[tuple[str, Path, int], ...] = ((".osrel", osrel, 0x20000), (".cmdline", cmdline, 0x30000))
     sections += ((".linux", kernel, 0x2000000), (".initrd", initrd, 0x3000000))
     argv = ["objcopy"]
     for name, path, vma in sections:

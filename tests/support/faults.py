@@ -22,6 +22,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 # ---------------------------------------------------------------------------------------------------------
 # Scripted HTTP server.
@@ -223,6 +224,9 @@ class Fault:
     headers: Callable[[bytes], bytes] | None = None
 
 
+_Proxy = TypeVar("_Proxy", bound="FaultProxy")
+
+
 class FaultProxy:
     """A TCP proxy on 127.0.0.1 in front of `upstream`; each new connection takes the next planned Fault."""
 
@@ -246,7 +250,7 @@ class FaultProxy:
         with self._lock:
             self._plan.extend(faults)
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self: _Proxy) -> _Proxy:
         self._thread.start()
         return self
 

@@ -161,5 +161,5 @@ class ClosingRelay:
 @contextmanager
 def closing_relay(upstream: tuple[str, int], **kw: object) -> Iterator[ClosingRelay]:
     """Run a ClosingRelay until the block exits (keywords as for ClosingRelay)."""
-    with ClosingRelay(upstream, **kw) as relay:  # type: ignore[arg-type]
+    with ClosingRelay(upstream, **kw) as relay:  # type: ignore[arg-type]  # **kw passed through unchecked
         yield relay

@@ -1,4 +1,5 @@
-"""Fakes for the injected edges (DiskProbe, Runner), shared by unit tests."""
+"""Fakes for the injected edges (DiskProbe, Runner), shared by unit tests; each subclasses its Protocol, so mypy
+checks it against the real edge."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from harmonic_installer.disks import DiskInfo
+from harmonic_installer.disks import DiskInfo, DiskProbe
 from harmonic_installer.errors import CommandError
 from harmonic_installer.gpt import PartitionTable
-from harmonic_installer.runner import CommandResult
+from harmonic_installer.runner import CommandResult, Runner
 
 GB = 10**9
 
@@ -33,11 +34,11 @@ def disk(path: str = "/dev/sda", **overrides: object) -> DiskInfo:
         mountpoints=(),
         holds_root=False,
     )
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]  # overrides untyped on purpose
 
 
 @dataclass
-class FakeDisks:
+class FakeDisks(DiskProbe):
     """A DiskProbe over a fixed set of disks."""
 
     known: list[DiskInfo] = field(default_factory=list)
@@ -63,7 +64,7 @@ Handler = Callable[[tuple[str, ...], str | None], tuple[int, str]]
 
 
 @dataclass
-class FakeRunner:
+class FakeRunner(Runner):
     """A Runner that records argv and answers from handlers keyed by the program name."""
 
     handlers: dict[str, Handler] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from harmonic_installer import cli, config, plan
 from harmonic_installer import log as logsetup
 from harmonic_installer.errors import ExitCode
 from tests.unit.fakes import FakeDisks, FakeRunner, disk
-from tests.unit.test_plan import Site, make_world, site  # noqa: F401 - fixture
+from tests.unit.test_plan import Site, World, make_world, site  # noqa: F401 - fixture
 
 
 class Boom:
@@ -293,7 +293,7 @@ def _install_args(site: Site, tmp_path: Path, *extra: str) -> list[str]:  # noqa
     ]
 
 
-def _uefi_factory(world: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> cli.DepsFactory:
+def _uefi_factory(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> cli.DepsFactory:
     """Deps over the fake world, on a UEFI machine whose NVRAM is a directory under tmp_path."""
     (tmp_path / "efi" / "efivars").mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("HARMONIC_FIRMWARE_EFIVARS_DIR", str(tmp_path / "efi" / "efivars"))
@@ -302,8 +302,8 @@ def _uefi_factory(world: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (bindir / "ostree-production").write_text("#!/bin/sh\n")
     (bindir / "ostree-production").chmod(0o755)
     return lambda s: plan.Deps(
-        runner=world.runner,  # type: ignore[attr-defined]
-        disks=world.disks,  # type: ignore[attr-defined]
+        runner=world.runner,
+        disks=world.disks,
         environ={"PATH": f"{bindir}:/usr/bin:/bin"},
         geteuid=lambda: 0,
         sleep=lambda s: None,

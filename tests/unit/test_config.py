@@ -232,7 +232,8 @@ def test_every_setting_is_declared_once_and_reaches_every_layer(tmp_path: Path) 
     for section in dataclasses.fields(config.Settings):
         if section.name in {"mode", "config_file", "sources"}:
             continue
-        for item in dataclasses.fields(section.default_factory):  # type: ignore[arg-type]
+        assert section.default_factory is not dataclasses.MISSING, section.name
+        for item in dataclasses.fields(section.default_factory()):
             assert f"{section.name}.{item.name}" in keys, item
     for key in keys:
         default = config.load(environ={}, cmdline="").value(key)
@@ -242,12 +243,12 @@ def test_every_setting_is_declared_once_and_reaches_every_layer(tmp_path: Path) 
         via_env = config.load(environ={config.env_name(key): shown}, cmdline="")
         # A kernel parameter holds no space: a command (reboot.command) is set by the file or environment there.
         via_cmdline = via_env if " " in shown else config.load(environ={}, cmdline=f"harmonic.{key}={shown}")
-        section, name = key.split(".")
-        (tmp_path / "c.toml").write_text(f"[{section}]\n{name} = {json.dumps(shown)}\n")
+        table, name = key.split(".")
+        (tmp_path / "c.toml").write_text(f"[{table}]\n{name} = {json.dumps(shown)}\n")
         via_file = config.load(environ={}, cmdline="", config_file=tmp_path / "c.toml")
         on_cmdline = "environment" if " " in shown else "kernel"
         layers = ((via_env, "environment"), (via_cmdline, on_cmdline), (via_file, "file"))
         for loaded, source in layers:
             assert loaded.value(key) == default, (key, source)
-            assert getattr(getattr(loaded, section), name) == default
+            assert getattr(getattr(loaded, table), name) == default
             assert loaded.sources[key].startswith(source), (key, loaded.sources[key])

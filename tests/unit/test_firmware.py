@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from harmonic_installer import firmware
 from harmonic_installer.firmware import GLOBAL_GUID, RECORD_GUID, RECORD_NAME, Efivars, InstallRecord
+from harmonic_installer.gpt import PartitionTable
 from tests.support import gptimage
 from tests.unit.fakes import FakeRunner, disk
 
@@ -41,7 +42,7 @@ VENDOR_18 = (
 
 def record(**overrides: object) -> InstallRecord:
     base = InstallRecord.of(release="release-1.2.3.0-1+t", iso_sha256="ab" * 32, disk=disk(), table=TABLE)
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]  # overrides untyped on purpose
 
 
 @pytest.fixture
@@ -141,9 +142,11 @@ def test_a_partition_grown_or_added_by_the_installed_os_still_matches() -> None:
         ({}, dataclasses.replace(TABLE, partitions=TABLE.partitions[:1]), "partitions of the install are gone"),
     ],
 )
-def test_record_mismatch_names_the_reason(changed: dict[str, object], table: object, reason: str) -> None:
+def test_record_mismatch_names_the_reason(
+    changed: dict[str, object], table: PartitionTable | None, reason: str
+) -> None:
     """A replaced, wiped or re-partitioned disk does not match, and the reason says which."""
-    why = record().mismatch(disk(**changed), table)  # type: ignore[arg-type]
+    why = record().mismatch(disk(**changed), table)  # type: ignore[arg-type]  # parametrized DiskInfo fields
     assert why is not None
     assert reason in why
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -111,7 +111,7 @@ def test_field_errors_and_missing_objects_keep_maas_text(api: MaasApi) -> None:
 # ---- profile --------------------------------------------------------------------------------------------
 
 
-def make_db(path: Path, profiles: dict[str, dict[str, object]]) -> Path:
+def make_db(path: Path, profiles: Mapping[str, Mapping[str, object]]) -> Path:
     """A profile database as `maas login` writes it (maascli/config.py ProfileConfig)."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE IF NOT EXISTS profiles (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, data BLOB)")

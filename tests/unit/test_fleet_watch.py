@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harmonic_installer import plan, plan_firmware, reporting
+from harmonic_installer import maas_status, plan, plan_firmware, reporting
 from harmonic_installer.fleet.client import ApiKey, MaasClient
 from harmonic_installer.fleet.errors import FleetError, FleetExit
 from harmonic_installer.fleet.events import Event, classify
@@ -36,7 +36,7 @@ def machine(status: str = "Deploying", **fields: object) -> Machine:
         "status_name": status,
     }
     values.update(fields)
-    return Machine(**values)  # type: ignore[arg-type]
+    return Machine(**values)  # type: ignore[arg-type]  # overrides untyped on purpose
 
 
 def ev(event_id: int, description: str, level: str = "DEBUG", type_: str = "Node status event") -> Event:
@@ -252,7 +252,7 @@ def test_a_real_install_reported_to_maas_reads_as_installed(site: Site, tmp_path
     try:
         endpoint = with_api.url + "metadata/status/abc123"
         rep = reporting.Reporter(
-            reporting.Target(endpoint=endpoint, consumer_key="nodeck", token_key="nodetoken", token_secret="s"),
+            maas_status.Target(endpoint=endpoint, consumer_key="nodeck", token_key="nodetoken", token_secret="s"),
             timeout_s=2.0,
             flush_timeout_s=5.0,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harmonic_installer import maas, userdata
+from harmonic_installer import config, maas, userdata
 from harmonic_installer.errors import ConfigError, ExitCode
 
 PYZ_SHA = hashlib.sha256(b"pyz").hexdigest()
@@ -127,7 +127,7 @@ def test_image_filetype_follows_the_suffix() -> None:
 def _spec(**kwargs: object) -> userdata.UserDataSpec:
     base: dict[str, object] = {"server_url": "http://127.0.0.1:8080", "pyz_sha256": PYZ_SHA}
     base.update(kwargs)
-    return userdata.UserDataSpec(**base)  # type: ignore[arg-type]
+    return userdata.UserDataSpec(**base)  # type: ignore[arg-type]  # overrides untyped on purpose
 
 
 def test_user_data_is_cloud_config_that_parses_back_to_the_data() -> None:
@@ -205,7 +205,7 @@ def _run_install_script(
     workdir = tmp_path / "run"
     script = userdata.user_data(spec)["write_files"][0]["content"].replace(userdata.USERDATA_DIR, str(workdir))
     marker = tmp_path / "reboot-wanted"
-    script = script.replace(str(userdata.REBOOT_MARKER), str(marker))
+    script = script.replace(str(config.REBOOT_MARKER), str(marker))
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (tmp_path / "served.pyz").write_bytes(served)
@@ -408,7 +408,7 @@ def test_deploy_commands_with_a_custom_image() -> None:
 def test_deploy_commands_reject_bad_input_as_usage_error(machines: list[str], kwargs: dict[str, object]) -> None:
     """No machine, no user-data, a non-cloud-config file, bad or duplicate IDs, unknown hosts: exit 2."""
     with pytest.raises(ConfigError) as err:
-        maas.deploy_commands(machines, **kwargs)  # type: ignore[arg-type]
+        maas.deploy_commands(machines, **kwargs)  # type: ignore[arg-type]  # parametrized bad keywords
     assert err.value.exit_code == ExitCode.USAGE
 
 

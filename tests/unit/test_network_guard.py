@@ -65,7 +65,7 @@ def test_plan_mode_and_help_open_no_connection(monkeypatch: pytest.MonkeyPatch) 
 
     def spy(self: socket.socket, address: object) -> None:
         opened.append(address)
-        real(self, address)  # type: ignore[arg-type]
+        real(self, address)  # type: ignore[arg-type]  # a spy: the address passed through
 
     monkeypatch.setattr(socket.socket, "connect", spy)
     factory = lambda s: plan.Deps(runner=FakeRunner(), disks=FakeDisks([disk()]), environ={}, geteuid=lambda: 0)  # noqa: E731

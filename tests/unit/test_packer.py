@@ -35,7 +35,8 @@ def _unquote(value: Any) -> Any:
 
 def _load(name: str) -> dict[str, Any]:
     with (PACKER_DIR / name).open() as f:
-        return _unquote(hcl2.load(f))  # type: ignore[no-any-return]
+        template: dict[str, Any] = _unquote(hcl2.load(f))
+    return template
 
 
 def _variables() -> dict[str, dict[str, Any]]:
@@ -47,8 +48,9 @@ def _variables() -> dict[str, dict[str, Any]]:
 
 
 def _build() -> dict[str, Any]:
-    (build,) = _load("harmonic-installer.pkr.hcl")["build"]
-    return build  # type: ignore[no-any-return]
+    builds: list[dict[str, Any]] = _load("harmonic-installer.pkr.hcl")["build"]
+    (build,) = builds
+    return build
 
 
 def _provisioners() -> list[tuple[str, dict[str, Any]]]:

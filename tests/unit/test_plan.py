@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from harmonic_installer import config, firmware, plan, preview
 from harmonic_installer.errors import ExitCode
+from harmonic_installer.report import StepObserver
 from harmonic_installer.state import RunLock
 from tests.support import gptimage
 from tests.unit.fakes import FakeDisks, FakeRunner, disk
@@ -276,7 +277,7 @@ def test_reboot_is_requested_after_the_marker_and_the_final_report(site: Site, t
     settings = make_settings(site, tmp_path)
     seen: list[str] = []
 
-    class Observer:
+    class Observer(StepObserver):
         def step_started(self, name: str, description: str) -> None:
             pass
 
@@ -437,7 +438,7 @@ def test_no_uefi_installs_as_today_and_warns(site: Site, tmp_path: Path) -> None
     world = make_world()
     warnings: list[str] = []
 
-    class Observer:
+    class Observer(StepObserver):
         def step_started(self, name: str, description: str) -> None:
             pass
 

@@ -69,7 +69,7 @@ def test_not_a_block_device() -> None:
 def test_unsafe_disks_are_refused_with_reason(overrides: dict[str, object], message: str) -> None:
     """Each unsafe property is refused with a message naming it (and the override where one exists)."""
     with pytest.raises(PreflightError, match=message):
-        run(settings(), FakeDisks([disk(**overrides)]))  # type: ignore[arg-type]
+        run(settings(), FakeDisks([disk(**overrides)]))  # type: ignore[arg-type]  # parametrized DiskInfo fields
 
 
 def test_removable_allowed_with_override() -> None:

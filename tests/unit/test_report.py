@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from harmonic_installer.report import StepOutcome, StepRecorder
+from harmonic_installer.report import InstallReport, StepObserver, StepOutcome, StepRecorder
 
 
 class Clock:
@@ -19,7 +19,7 @@ class Clock:
         return self.now
 
 
-class Observer:
+class Observer(StepObserver):
     """Records the calls; fails on step_started when told to."""
 
     def __init__(self, *, fail: bool = False) -> None:
@@ -40,7 +40,7 @@ class Observer:
     def warning(self, text: str) -> None:
         self.calls.append(("warning", text))
 
-    def run_finished(self, report: object) -> None:
+    def run_finished(self, report: InstallReport) -> None:
         pass
 
 

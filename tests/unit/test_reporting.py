@@ -3,7 +3,9 @@ delays or changes the install beyond a bounded flush."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from harmonic_installer.errors import ExitCode
 from harmonic_installer.log import LogTail
 from tests.support.maas_server import MaasServer, closed_port
 from tests.unit.download.kit import tls_cert  # noqa: F401 - fixture
-from tests.unit.fakes import FakeDisks, disk
+from tests.unit.fakes import FakeDisks, FakeRunner, disk
 from tests.unit.test_plan import RELEASE, Site, deps, make_settings, make_world, site  # noqa: F401 - fixture
 
 PARENT = "harmonic-installer"
@@ -29,8 +31,8 @@ def maas() -> Iterator[MaasServer]:
         yield server
 
 
-def target_for(server: MaasServer, endpoint: str | None = None) -> reporting.Target:
-    return reporting.Target(
+def target_for(server: MaasServer, endpoint: str | None = None) -> maas_status.Target:
+    return maas_status.Target(
         endpoint=endpoint or server.url,
         consumer_key=server.consumer_key,
         token_key=server.token_key,
@@ -46,13 +48,14 @@ def reporter_for(server: MaasServer, endpoint: str | None = None, **kwargs: obje
         "retry_wait_s": 0.05,
     }
     options.update(kwargs)
+    # overrides untyped on purpose
     return reporting.Reporter(target_for(server, endpoint), **options)  # type: ignore[arg-type]
 
 
 def report(outcome: str = "installed", **fields: object) -> plan.InstallReport:
     values: dict[str, object] = {"outcome": outcome, "exit_code": 0, "steps": ()}
     values.update(fields)
-    return plan.InstallReport(**values)  # type: ignore[arg-type]
+    return plan.InstallReport(**values)  # type: ignore[arg-type]  # overrides untyped on purpose
 
 
 # ---- OAuth ------------------------------------------------------------------------------------------------
@@ -60,7 +63,7 @@ def report(outcome: str = "installed", **fields: object) -> plan.InstallReport:
 
 def test_oauth_header_is_plaintext_signature_of_the_secrets() -> None:
     """The header carries PLAINTEXT `consumer_secret&token_secret`, percent-encoded, and every OAuth field."""
-    target = reporting.Target("http://m/MAAS/metadata/status/x", "ck", "", "tk", "s&cret")
+    target = maas_status.Target("http://m/MAAS/metadata/status/x", "ck", "", "tk", "s&cret")
     header = maas_status.oauth_header(target, timestamp=1700000000, nonce="n1")
     assert header.startswith("OAuth ")
     assert 'oauth_signature="%26s%2526cret"' in header
@@ -73,7 +76,7 @@ def test_oauth_header_is_plaintext_signature_of_the_secrets() -> None:
 
 def test_target_repr_hides_secrets() -> None:
     """A Target printed in a log or traceback shows no secret."""
-    target = reporting.Target("http://m/x", "ck", "csecret", "tk", "tsecret")
+    target = maas_status.Target("http://m/x", "ck", "csecret", "tk", "tsecret")
     assert "secret" not in repr(target).replace("secrets=***", "")
 
 
@@ -155,7 +158,13 @@ def test_the_stand_in_rolls_back_a_message_with_files_as_maas_does(maas: MaasSer
     """The stand-in answers 204 to a message with files and then loses it whole, as MAAS for in-memory deploys."""
     target = target_for(maas)
     transport = maas_status.UrllibTransport()
-    body = {"event_type": "finish", "origin": "x", "name": PARENT, "description": "FAILED", "result": "FAIL"}
+    body: dict[str, object] = {
+        "event_type": "finish",
+        "origin": "x",
+        "name": PARENT,
+        "description": "FAILED",
+        "result": "FAIL",
+    }
     body.update(timestamp=time.time(), files=[{"path": "a.log", "encoding": "base64", "content": "eA=="}])
     headers = {"Authorization": maas_status.oauth_header(target, timestamp=int(time.time()), nonce="n1")}
     status, _ = transport.post(maas.url, json.dumps(body).encode(), headers, 5)
@@ -270,7 +279,7 @@ def test_skew_is_shared_with_cloud_init_through_its_skew_file(maas: MaasServer, 
 def test_wrong_credentials_are_dropped_not_retried(maas: MaasServer) -> None:
     """A 401 without a clock problem is not retried: the event is dropped and counted."""
     rep = reporting.Reporter(
-        reporting.Target(maas.url, maas.consumer_key, "", maas.token_key, "wrong"), timeout_s=0.5, flush_timeout_s=2
+        maas_status.Target(maas.url, maas.consumer_key, "", maas.token_key, "wrong"), timeout_s=0.5, flush_timeout_s=2
     )
     rep.step_started("preflight", "check")
     stats = rep.close()
@@ -416,7 +425,7 @@ def test_plan_run_reports_every_step_to_maas(maas: MaasServer, site: Site, tmp_p
     """A whole install through plan.run produces the parent and one start/finish pair per step, in order."""
     rep = reporter_for(maas)
     base = deps(make_world(), tmp_path)
-    result = plan.run(make_settings(site, tmp_path), plan.Deps(**{**_fields(base), "observer": rep}))
+    result = plan.run(make_settings(site, tmp_path), dataclasses.replace(base, observer=rep))
     rep.close()
     assert result.exit_code == 0, result.error
     maas.assert_well_formed()
@@ -455,7 +464,7 @@ def test_not_a_target_is_a_warning_not_a_failure(maas: MaasServer, site: Site, t
     """A host without the disk: preflight is 'skipped', the parent finishes WARN (MAAS does not mark it failed)."""
     rep = reporter_for(maas)
     base = deps(make_world(), tmp_path, FakeDisks([]))
-    result = plan.run(make_settings(site, tmp_path), plan.Deps(**{**_fields(base), "observer": rep}))
+    result = plan.run(make_settings(site, tmp_path), dataclasses.replace(base, observer=rep))
     rep.close()
     assert result.outcome == "not-a-target"
     assert maas.names() == [
@@ -464,10 +473,6 @@ def test_not_a_target_is_a_warning_not_a_failure(maas: MaasServer, site: Site, t
         ("finish", f"{PARENT}/preflight", "SUCCESS"),
         ("finish", PARENT, "WARN"),
     ]
-
-
-def _fields(d: plan.Deps) -> dict[str, object]:
-    return {name: getattr(d, name) for name in plan.Deps.__dataclass_fields__}
 
 
 def _cli_args(site: Site, tmp_path: Path) -> list[str]:  # noqa: F811
@@ -612,7 +617,8 @@ def test_internal_error_still_fails_the_machine_in_maas(
         def boom(argv: tuple[str, ...], answer: str | None) -> tuple[int, str]:
             raise RuntimeError("bug in a handler")
 
-        d.runner.handlers["dpkg-deb"] = boom  # type: ignore[attr-defined]
+        assert isinstance(d.runner, FakeRunner)
+        d.runner.handlers["dpkg-deb"] = boom
         return d
 
     assert cli.main(_cli_args(site, tmp_path), deps_factory=broken) == 1
@@ -628,9 +634,12 @@ def test_internal_error_still_fails_the_machine_in_maas(
 
 
 @pytest.mark.parametrize("trusted", [True, False])
-def test_https_reports_use_the_ca_file_of_the_downloads(trusted: bool, tls_cert: tuple[Path, object]) -> None:  # noqa: F811
+def test_https_reports_use_the_ca_file_of_the_downloads(
+    trusted: bool,
+    tls_cert: tuple[Path, ssl.SSLContext],  # noqa: F811
+) -> None:
     """Over https the reporter trusts server.ca_file (as downloads do): with it events arrive, without it none."""
-    with MaasServer(tls=tls_cert[1]) as server:  # type: ignore[arg-type]
+    with MaasServer(tls=tls_cert[1]) as server:
         rep = reporter_for(server, ca_file=tls_cert[0] if trusted else None)
         with capture_logs() as logs:
             rep.step_started("preflight", "check")
@@ -644,9 +653,12 @@ def test_https_reports_use_the_ca_file_of_the_downloads(trusted: bool, tls_cert:
             assert "CERTIFICATE_VERIFY_FAILED" in reasons[0]
 
 
-def test_start_passes_server_ca_file_to_the_reporter(tmp_path: Path, tls_cert: tuple[Path, object]) -> None:  # noqa: F811
+def test_start_passes_server_ca_file_to_the_reporter(
+    tmp_path: Path,
+    tls_cert: tuple[Path, ssl.SSLContext],  # noqa: F811
+) -> None:
     """reporting.start() builds its transport from the settings' server.ca_file: one TLS policy for the run."""
-    with MaasServer(tls=tls_cert[1]) as server:  # type: ignore[arg-type]
+    with MaasServer(tls=tls_cert[1]) as server:
         settings = config.load(environ={**server.environ(), "HARMONIC_SERVER_CA_FILE": str(tls_cert[0])}, cmdline="")
         rep = reporting.start(settings)
         assert rep is not None

@@ -145,7 +145,7 @@ def test_no_python_code_runs_in_the_child(monkeypatch: pytest.MonkeyPatch) -> No
 
     def spy(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
         seen.append({"argv": args[0], **kwargs})
-        return real(*args, **kwargs)  # type: ignore[call-overload,no-any-return]
+        return real(*args, **kwargs)  # type: ignore[call-overload,no-any-return]  # a spy: arguments passed through
 
     monkeypatch.setattr(subprocess, "Popen", spy)
     result = SubprocessRunner().run(["sh", "-c", "echo $$; ps -o sid= -p $$"])
@@ -214,9 +214,9 @@ def test_a_child_that_survives_sigkill_does_not_hang_the_runner(monkeypatch: pyt
             raise subprocess.TimeoutExpired("stuck", timeout)
 
     killed: list[int] = []
-    monkeypatch.setattr(runner.os, "killpg", lambda pid, sig: killed.append(sig))
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: killed.append(sig))
     monkeypatch.setattr(runner, "_REAP_AFTER_KILL_S", 0.01)
     with capture_logs() as logs:
-        runner._stop(Stuck(), grace=0.01)  # type: ignore[arg-type]
+        runner._stop(Stuck(), grace=0.01)  # type: ignore[arg-type]  # Stuck has the pid, poll and wait _stop uses
     assert killed == [signal.SIGTERM, signal.SIGKILL]
     assert [e["event"] for e in logs] == ["command.unkillable"]

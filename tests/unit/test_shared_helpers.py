@@ -11,6 +11,7 @@ import pytest
 
 from harmonic_installer import config, formats, hashing, noproxy, proxy, urls
 from harmonic_installer.download.naming import _problem as server_name_problem
+from harmonic_installer.errors import ConfigError
 from harmonic_installer.names import is_plain_name
 
 
@@ -62,7 +63,7 @@ def test_one_url_rule(url: str, ok: bool) -> None:
     """is_http_url: http or https with a host; config refuses what it refuses."""
     assert urls.is_http_url(url) is ok
     if not ok:
-        with pytest.raises(config.ConfigError, match=r"server\.url"):
+        with pytest.raises(ConfigError, match=r"server\.url"):
             config.load(environ={"HARMONIC_SERVER_URL": url}, cmdline="")
 
 
@@ -94,7 +95,7 @@ def test_no_proxy_entries_refused_alike(entry: str) -> None:
     """An entry config refuses is one the parser refuses, and it matches nothing."""
     with pytest.raises(ValueError, match="is not a host, domain, IP or CIDR range"):
         noproxy.parse_entry(entry)
-    with pytest.raises(config.ConfigError, match="no_proxy"):
+    with pytest.raises(ConfigError, match="no_proxy"):
         config.load(environ={"HARMONIC_PROXY_NO_PROXY": entry}, cmdline="")
     assert not noproxy.bypasses("example.com", (entry,))
 
@@ -108,6 +109,6 @@ def test_server_names_follow_the_config_rule(name: str) -> None:
     try:
         config.load(environ={"HARMONIC_CHECKSUMS_NAME": name}, cmdline="")
         config_ok = True
-    except config.ConfigError:
+    except ConfigError:
         config_ok = False
     assert (server_name_problem(name, ".iso") is None) is config_ok is is_plain_name(name)

@@ -47,7 +47,9 @@ def test_journal_round_trip_and_permissions(fs: FakeFilesystem) -> None:
     journal = Journal.load(state)
     journal.record("download", {"iso_sha256": "ab" * 32})
     again = Journal.load(state)
-    assert again.get("download")["iso_sha256"] == "ab" * 32  # type: ignore[index]
+    download = again.get("download")
+    assert download is not None
+    assert download["iso_sha256"] == "ab" * 32
     assert stat.S_IMODE(os.stat(state / "journal.json").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
     again.forget("download")

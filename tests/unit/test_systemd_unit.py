@@ -38,7 +38,7 @@ After=multi-user.target
 
 def _unit_sections(text: str) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # the documented way to keep key case
     parser.read_string(text)
     return parser
 

@@ -6,7 +6,7 @@ import hashlib
 import os
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def sums_line(name: str, data: bytes = CONTENT, star: bool = False) -> str:
     return f"{hashlib.sha256(data).hexdigest()} {'*' if star else ' '}{name}\n"
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: Sequence[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 

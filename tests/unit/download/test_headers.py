@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
+from harmonic_installer import formats
 from harmonic_installer.download import headers
 
 
@@ -58,8 +59,8 @@ def test_retry_after_seconds_and_date() -> None:
 
 def test_http_date_is_aware() -> None:
     """An HTTP-date parses to an aware UTC datetime; garbage is None."""
-    assert headers.http_date("Mon, 07 Dec 2026 10:00:00 GMT") == datetime(2026, 12, 7, 10, tzinfo=timezone.utc)
-    assert headers.http_date("not a date") is None
+    assert formats.http_date("Mon, 07 Dec 2026 10:00:00 GMT") == datetime(2026, 12, 7, 10, tzinfo=timezone.utc)
+    assert formats.http_date("not a date") is None
 
 
 def test_html_sniffing_and_title() -> None:
