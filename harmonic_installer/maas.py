@@ -44,7 +44,8 @@ def _sq(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
-def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
+def check_value(pattern: re.Pattern[str], value: str, what: str) -> str:
+    """`value` when the whole of it matches `pattern`, else a ConfigError naming `what` (operator input)."""
     if not pattern.fullmatch(value):
         raise ConfigError(f"invalid {what}: {value!r}")
     return value
@@ -90,7 +91,7 @@ def describe_image(path: Path, *, name: str | None = None, title: str | None = N
     file_name = path.name
     filetype = image_filetype(file_name)
     name = name if name is not None else file_name.split(".", 1)[0]
-    _check(_IMAGE_NAME, name, "image name (letters, digits, - and _)")
+    check_value(_IMAGE_NAME, name, "image name (letters, digits, - and _)")
     title = title if title is not None else image_title(name)
     if not title or any(ord(c) < 0x20 or ord(c) == 0x7F for c in title):
         raise ConfigError(f"invalid image title: {title!r}")
@@ -117,9 +118,9 @@ def import_command(
     architecture: str = DEFAULT_ARCHITECTURE,
 ) -> str:
     """The `maas <profile> boot-resources create ...` command that imports one image (run where the file is)."""
-    _check(_PROFILE, profile, "MAAS profile")
-    _check(_SERIES, series, "Ubuntu series")
-    _check(_ARCHITECTURE, architecture, "architecture (e.g. amd64/generic)")
+    check_value(_PROFILE, profile, "MAAS profile")
+    check_value(_SERIES, series, "Ubuntu series")
+    check_value(_ARCHITECTURE, architecture, "architecture (e.g. amd64/generic)")
     fields = (
         ("name", f"custom/{image.name}"),
         ("title", image.title),
@@ -196,7 +197,7 @@ def deploy_commands(
         user_data: the cloud-config (or script) to pass base64-encoded; required unless `image` is set.
         image: a custom image name (custom/<name>) to deploy instead of the default Ubuntu.
     """
-    _check(_PROFILE, profile, "MAAS profile")
+    check_value(_PROFILE, profile, "MAAS profile")
     if not machines:
         raise ConfigError("no machine given")
     if user_data is None and image is None:
@@ -205,7 +206,7 @@ def deploy_commands(
         raise ConfigError("the user-data file starts with neither #cloud-config nor #! (wrong file?)")
     extra = ""
     if image is not None:
-        _check(_IMAGE_NAME, image.removeprefix("custom/"), "image name")
+        check_value(_IMAGE_NAME, image.removeprefix("custom/"), "image name")
         extra += f" osystem=custom distro_series={_sq(image.removeprefix('custom/'))}"
     if user_data is not None:
         extra += " user_data=" + base64.b64encode(user_data).decode("ascii")
@@ -218,7 +219,7 @@ def deploy_commands(
             system_id = names[machine]
         else:
             system_id = machine
-        _check(_SYSTEM_ID, system_id, "MAAS system ID (or pass --machines-json to use hostnames)")
+        check_value(_SYSTEM_ID, system_id, "MAAS system ID (or pass --machines-json to use hostnames)")
         if system_id in seen:
             raise ConfigError(f"machine {machine!r} ({system_id}) is listed twice")
         seen.add(system_id)

@@ -82,4 +82,6 @@ def progress_text(label: str, done: int, total: int | None) -> str:
 
 
 def _mib(n: int) -> str:
+    # Not formats.human_bytes: this is a wire format. `harmonic-install fleet` reads the percentage back out of
+    # MAAS's events with one pattern (fleet/events.py), whole MiB or bytes, for events of older installers too.
     return f"{n / 1024**2:,.0f} MiB" if n >= 1024**2 else f"{n:,} bytes"

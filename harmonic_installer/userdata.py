@@ -17,6 +17,7 @@ from typing import Any
 from harmonic_installer import __version__
 from harmonic_installer.config import REBOOT_MARKER
 from harmonic_installer.errors import ConfigError
+from harmonic_installer.maas import check_value
 from harmonic_installer.urls import is_http_url
 
 # Where the operator puts the zipapp on the web server, next to packages/ and apollo/ (docs/deploying.md).
@@ -31,12 +32,6 @@ _SSH_KEY = re.compile(
     r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\x00-\x1f\x7f]*)?"
 )
 _PASSWORD_HASH = re.compile(r"\$(1|5|6|y|gy|7|2b)\$[./0-9A-Za-z$=,]+")
-
-
-def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
-    if not pattern.fullmatch(value):
-        raise ConfigError(f"invalid {what}: {value!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +73,7 @@ def _installer_argv(spec: UserDataSpec, pyz_path: str) -> list[str]:
 
 def _install_script(spec: UserDataSpec) -> str:
     pyz_sha256 = spec.pyz_sha256.lower()
-    _check(_SHA256, pyz_sha256, "zipapp SHA-256 (64 hex digits)")
+    check_value(_SHA256, pyz_sha256, "zipapp SHA-256 (64 hex digits)")
     server_url = _http_url(spec.server_url, "--server-url")
     pyz_url = _http_url(spec.pyz_url, "--pyz-url") if spec.pyz_url else f"{server_url}/{PYZ_URL_PATH}"
     pyz = f"{USERDATA_DIR}/harmonic-install.pyz"
@@ -126,7 +121,7 @@ def user_data(spec: UserDataSpec) -> dict[str, Any]:
     ]
     runcmd: list[Any] = []
     if spec.root_password_hash is not None:
-        _check(_PASSWORD_HASH, spec.root_password_hash, "password hash (crypt(3) format, e.g. $6$...)")
+        check_value(_PASSWORD_HASH, spec.root_password_hash, "password hash (crypt(3) format, e.g. $6$...)")
         config["ssh_pwauth"] = True
         config["disable_root"] = False
         config["chpasswd"] = {
