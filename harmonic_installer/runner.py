@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import functools
 import os
 import shutil
@@ -239,6 +240,8 @@ class _OutputCollector(threading.Thread):
 
     def __init__(self, stream: IO[bytes], program: str, log_lines: bool) -> None:
         super().__init__(daemon=True)
+        # The caller's log context (the step being run), so each output line says which step it belongs to.
+        self._context = contextvars.copy_context()
         self._stream = stream
         self._program = os.path.basename(program)
         self._log_lines = log_lines
@@ -246,6 +249,9 @@ class _OutputCollector(threading.Thread):
         self._kept_bytes = 0
 
     def run(self) -> None:
+        self._context.run(self._collect)
+
+    def _collect(self) -> None:
         for raw in iter(self._stream.readline, b""):
             self._kept.append(raw)
             self._kept_bytes += len(raw)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from harmonic_installer.errors import CommandError
@@ -104,6 +105,17 @@ def test_env_is_exactly_what_was_given() -> None:
     """The child's environment is the mapping passed, not ours plus it."""
     result = SubprocessRunner().run(["/usr/bin/env"], env={"ONLY": "this"})
     assert result.output.strip() == "ONLY=this"
+
+
+def test_output_lines_carry_the_step_of_the_caller() -> None:
+    """A command's output lines are logged from a reader thread, still under the step that ran the command."""
+    with (
+        capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs,
+        structlog.contextvars.bound_contextvars(step="write"),
+    ):
+        SubprocessRunner().run(["sh", "-c", "echo one"], log_output=True)
+    lines = [e for e in logs if e["event"] == "command.output" and "line" in e]
+    assert [(e["line"], e.get("step")) for e in lines] == [("one", "write")]
 
 
 def test_log_output_streams_lines() -> None:
