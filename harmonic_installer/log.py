@@ -52,7 +52,7 @@ def _redact_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 
 class LogTail:
-    """The last log lines of this run as plain text (for the failure report sent to MAAS).
+    """The last log lines of this run, as the console shows them (for the failure report sent to MAAS).
 
     Bounded by line count and by the length of each line, so memory stays small on a long run; lines
     are recorded after secret redaction. Thread-safe.
@@ -62,14 +62,11 @@ class LogTail:
         self._lines: deque[str] = deque(maxlen=max_lines)
         self._max_line_chars = max_line_chars
         self._lock = threading.Lock()
-        self._render = structlog.processors.KeyValueRenderer(
-            key_order=["timestamp", "level", "event"], drop_missing=True
-        )
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-        """A structlog processor: remember a plain rendering of the event, pass the event on unchanged."""
+        """A structlog processor: remember the event's text line (as the console shows it), pass it on unchanged."""
         try:
-            line = self._render(logger, name, dict(event))
+            line = render_line(event)
         except Exception as exc:  # a log line must never break the program
             line = f"event={event.get('event')!r} (not renderable: {exc!r})"
         if len(line) > self._max_line_chars:
