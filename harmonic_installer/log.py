@@ -63,7 +63,7 @@ class LogTail:
         self._max_line_chars = max_line_chars
         self._lock = threading.Lock()
 
-    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+    def __call__(self, _logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
         """A structlog processor: remember the event's text line (as the console shows it), pass it on unchanged."""
         try:
             line = render_line(event)
