@@ -224,6 +224,7 @@ def _run(obj: dict[str, Any], run_flags: config.RunFlags) -> int:
             final = plan.finish(settings, deps, report)
             if final.exit_code != 0:
                 signals.rebooting = False
+                _report_late_failure(settings, deps, final, tail)
                 _say_outcome(final)
             return final.exit_code
         report = preview.preview(settings, deps)
@@ -272,6 +273,26 @@ def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail)
         reporter.run_finished(plan.InstallReport("failed", 1, (), error=f"internal error: {exc!r}"))
         raise
     finally:
+        reporter.close()  # bounded by maas.flush_timeout_s
+
+
+def _report_late_failure(
+    settings: config.Settings, deps: plan.Deps, report: plan.InstallReport, tail: logsetup.LogTail
+) -> None:
+    """MAAS already has the success (flushed before the reboot): tell it that the reboot command failed."""
+    import structlog
+
+    from harmonic_installer import reporting
+
+    if deps.observer is not None:  # an injected observer was told the run's end already (once, as promised)
+        return
+    try:
+        reporter = reporting.start(settings, log_tail=tail.text)
+    except Exception as exc:  # reporting must never change the outcome
+        structlog.get_logger().warning("report.off", reason=f"could not set up MAAS reporting: {exc!r}")
+        return
+    if reporter is not None:
+        reporter.failed_after_success(report)
         reporter.close()  # bounded by maas.flush_timeout_s
 
 

@@ -170,6 +170,17 @@ class Reporter:
             final["description"] = with_tail(final["description"], self._tail_lines())
         self._submit(final, important=True)
 
+    def failed_after_success(self, report: InstallReport) -> None:
+        """The run reported its success, then its last step (the reboot command) failed: a FAIL of its own.
+
+        MAAS shows it as "Node post-installation failure" (ERROR), and `fleet watch` reads the machine as failed.
+        """
+        result, text = outcome(report)
+        self._submit(event("start", PARENT, "the reboot after the install"), important=True)
+        final = event("finish", PARENT, text, result)
+        final["description"] = with_tail(final["description"], self._tail_lines())
+        self._submit(final, important=True)
+
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
     def close(self) -> Stats:

@@ -228,10 +228,12 @@ class MaasServer:
                 shown.append(("DEBUG", "Node status event", e["name"], text))
         return shown
 
-    def assert_well_formed(self, parent: str = "harmonic-installer") -> None:
-        """Events nest under `parent`: it starts first and finishes last; every finish follows its start;
-        a child finishes before its parent; a FAIL below bubbles up to the parent."""
-        events = self.received()
+    def assert_well_formed(
+        self, parent: str = "harmonic-installer", events: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Events (all received, or those given) nest under `parent`: it starts first and finishes last; every
+        finish follows its start; a child finishes before its parent; a FAIL below bubbles up to the parent."""
+        events = self.received() if events is None else events
         assert events, "no events arrived"
         assert (events[0]["event_type"], events[0]["name"]) == ("start", parent), events[0]
         open_: list[str] = []

@@ -543,6 +543,35 @@ def test_cli_failure_reaches_maas_with_cause_and_log(
     assert maas.token_secret not in json.dumps(maas.received())
 
 
+@pytest.mark.usefixtures("cli_env")
+def test_cli_reboot_failure_after_the_success_reaches_maas(
+    maas: MaasServer,
+    site: Site,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The success is flushed before the reboot; when the reboot command then fails (exit 6), MAAS gets a FAIL."""
+    for name, value in maas.environ().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HARMONIC_REBOOT_ENABLED", "true")
+    world = make_world(reboot_rc=1)
+    factory = _factory(0, tmp_path)
+    code = cli.main(
+        _cli_args(site, tmp_path), deps_factory=lambda s: dataclasses.replace(factory(s), runner=world.runner)
+    )
+    assert code == ExitCode.WRITE
+    events = maas.received()
+    ends = [i for i, e in enumerate(events) if e["name"] == PARENT and e["event_type"] == "finish"]
+    assert [events[i]["result"] for i in ends] == ["SUCCESS", "FAIL"]
+    maas.assert_well_formed(events=events[: ends[0] + 1])  # the run, as before
+    maas.assert_well_formed(events=events[ends[0] + 1 :])  # then the reboot's own start and FAIL
+    final = events[-1]
+    assert "at step reboot" in final["description"]
+    assert "(exit 6)" in final["description"]
+    assert "systemctl reboot" in final["description"]
+    assert "last log lines" in final["description"]
+
+
 @pytest.mark.parametrize("how", ["down", "slow", "500"])
 @pytest.mark.usefixtures("cli_env")
 def test_cli_result_is_the_same_when_maas_misbehaves(
