@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,9 +44,10 @@ systemd-cat -t harmonic-install sh -c "$RUN"
 sleep 0.5
 journalctl --no-pager -o json SYSLOG_IDENTIFIER=harmonic-install >"$WORK/journal.json"
 """
+# Shell words: the interpreter's path may hold spaces (a checkout under a long home path).
 INSTALLER = (
-    f"{sys.executable} -m harmonic_installer -i --disk /dev/disk/by-id/no-such-disk --state-dir $WORK/state"
-    " --server-url http://127.0.0.1:9"
+    f"{shlex.quote(sys.executable)} -m harmonic_installer -i --disk /dev/disk/by-id/no-such-disk"
+    ' --state-dir "$WORK/state" --server-url http://127.0.0.1:9'
 )
 
 
@@ -70,7 +72,8 @@ def test_under_the_unit_the_console_gets_lines_and_the_journal_each_event_once_w
     """As the unit runs it (stdout the journal stream, stderr the console): every event is one journal entry with
     EVENT, STEP, ... fields, the console shows it as a readable line, and the report reaches the journal."""
     console = tmp_path / "console.txt"
-    run = f"exec 2>{console}; export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1); exec {INSTALLER}"
+    stream = "export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1)"
+    run = f"exec 2>{shlex.quote(str(console))}; {stream}; exec {INSTALLER}"
     entries = _journal_run(tmp_path, run)
     events = [e for e in entries if "EVENT" in e]
     names = [e["EVENT"] for e in events]
