@@ -42,7 +42,7 @@ Settings come from /etc/harmonic-installer/config.toml (or --config), the kernel
 if TYPE_CHECKING:  # plan (httpx, tenacity, pyudev) and log (structlog, which pulls in rich) are imported only
     # when a run needs them: `--help` and the operator commands start in a fraction of the time.
     from harmonic_installer import log as logsetup
-    from harmonic_installer import plan
+    from harmonic_installer import plan, reporting
 
 DepsFactory = Callable[[config.Settings], "plan.Deps"]
 
@@ -254,17 +254,9 @@ def _say_outcome(report: plan.InstallReport) -> None:
 
 def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail) -> plan.InstallReport:
     """plan.run, reporting to MAAS when configured (an injected observer wins); the reporter is always closed."""
-    import structlog
+    from harmonic_installer import plan
 
-    from harmonic_installer import plan, reporting
-
-    log = structlog.get_logger()
-    reporter = None
-    if deps.observer is None:
-        try:
-            reporter = reporting.start(settings, log_tail=tail.text)
-        except Exception as exc:  # reporting must never stop an install
-            log.warning("report.off", reason=f"could not set up MAAS reporting: {exc!r}")
+    reporter = _reporter(settings, tail) if deps.observer is None else None
     if reporter is None:
         return plan.run(settings, deps)
     try:
@@ -276,21 +268,26 @@ def _install(settings: config.Settings, deps: plan.Deps, tail: logsetup.LogTail)
         reporter.close()  # bounded by maas.flush_timeout_s
 
 
-def _report_late_failure(
-    settings: config.Settings, deps: plan.Deps, report: plan.InstallReport, tail: logsetup.LogTail
-) -> None:
-    """MAAS already has the success (flushed before the reboot): tell it that the reboot command failed."""
+def _reporter(settings: config.Settings, tail: logsetup.LogTail) -> reporting.Reporter | None:
+    """The MAAS reporter for this run, or None (not configured, or it could not be set up: logged)."""
     import structlog
 
     from harmonic_installer import reporting
 
+    try:
+        return reporting.start(settings, log_tail=tail.text)
+    except Exception as exc:  # reporting must never stop an install
+        structlog.get_logger().warning("report.off", reason=f"could not set up MAAS reporting: {exc!r}")
+        return None
+
+
+def _report_late_failure(
+    settings: config.Settings, deps: plan.Deps, report: plan.InstallReport, tail: logsetup.LogTail
+) -> None:
+    """MAAS already has the success (flushed before the reboot): tell it that the reboot command failed."""
     if deps.observer is not None:  # an injected observer was told the run's end already (once, as promised)
         return
-    try:
-        reporter = reporting.start(settings, log_tail=tail.text)
-    except Exception as exc:  # reporting must never change the outcome
-        structlog.get_logger().warning("report.off", reason=f"could not set up MAAS reporting: {exc!r}")
-        return
+    reporter = _reporter(settings, tail)
     if reporter is not None:
         reporter.failed_after_success(report)
         reporter.close()  # bounded by maas.flush_timeout_s

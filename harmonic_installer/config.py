@@ -274,6 +274,10 @@ def _keys() -> dict[str, _Key]:
 # Every setting by its TOML key, in the order of the sections above.
 _KEYS: dict[str, _Key] = _keys()
 _SECRET_KEYS = frozenset(key for key, spec in _KEYS.items() if spec.secret)
+# The section fields of Settings (server, packages, ...), in order.
+_SECTIONS: tuple[Any, ...] = tuple(
+    part for part in fields(Settings) if part.name in {spec.section for spec in _KEYS.values()}
+)
 # URL settings: shown with any user:password replaced by '***'.
 _URL_KEYS = frozenset({"server.url", "proxy.url", "maas.endpoint"})
 
@@ -375,12 +379,8 @@ def load(
     by_section: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
         by_section.setdefault(_KEYS[key].section, {})[_KEYS[key].name] = value
-    built = {part.name: part.default_factory(**by_section[part.name]) for part in _section_fields()}
+    built = {part.name: part.default_factory(**by_section[part.name]) for part in _SECTIONS}
     return Settings(**built, mode=run or RunFlags(), config_file=used_file, sources=sources)
-
-
-def _section_fields() -> list[Any]:
-    return [part for part in fields(Settings) if part.name in {spec.section for spec in _KEYS.values()}]
 
 
 def _display(key: str, value: Any) -> str:
